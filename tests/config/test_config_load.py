@@ -1,0 +1,78 @@
+import pytest
+
+from trainwell.config import config_hash, load_config, recipe_names, to_toml
+from trainwell.config.load import parse_value
+from trainwell.errors import ConfigError
+
+
+def test_every_shipped_recipe_validates():
+    names = recipe_names()
+    assert "default" in names
+    for name in names:
+        cfg = load_config(name)
+        assert cfg.description, f"recipe {name} needs a description"
+
+
+def test_overrides_are_typed():
+    cfg = load_config("default", ["optim.lr=3e-4", "train.steps=7", "model.tie_embeddings=false",
+                                  "run.name=abc", "eval.prompt='class '"])
+    assert cfg.optim.lr == 3e-4 and cfg.train.steps == 7 and cfg.model.tie_embeddings is False
+    assert cfg.run.name == "abc" and cfg.eval.prompt == "class "
+
+
+def test_int_is_accepted_for_float():
+    assert load_config("default", ["optim.lr=1"]).optim.lr == 1.0
+
+
+@pytest.mark.parametrize("override, words", [
+    (["optim.lrr=1"], ["unknown key 'optim.lrr'", "did you mean 'optim.lr'"]),
+    (["train.steps=abc"], ["train.steps", "must be an integer"]),
+    (["train.steps=1.5"], ["train.steps", "must be an integer"]),
+    (["train.compile=1"], ["train.compile", "true or false"]),
+    (["train.precision=bf61"], ["train.precision", "did you mean 'bf16'"]),
+    (["train.steps=0"], ["train.steps", "at least 1"]),
+    (["model.dropout=1.5"], ["model.dropout", "at most 1.0"]),
+    (["model.name=gtp"], ["model.name", "did you mean 'gpt'"]),
+    (["traine.steps=3"], ["unknown key 'traine'", "did you mean 'train'"]),
+    (["trainsteps"], ["section.key=value"]),
+    (["train.steps.x=1"], ["'steps' is a value"]),
+])
+def test_bad_values_name_the_key(override, words):
+    with pytest.raises(ConfigError) as e:
+        load_config("default", override)
+    for w in words:
+        assert w in str(e.value)
+    assert "--set" in str(e.value) or "section.key" in str(e.value)
+
+
+def test_malformed_toml_names_line(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\nsteps = = 3\n")
+    with pytest.raises(ConfigError, match=r"not valid TOML.*line 2"):
+        load_config(str(bad))
+
+
+def test_unknown_recipe_suggests():
+    with pytest.raises(ConfigError, match="did you mean 'default'"):
+        load_config("defualt")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("missing/recipe.toml")
+
+
+def test_resolved_toml_round_trips(tmp_path):
+    cfg = load_config("default", ["optim.lr=5e-4"])
+    path = tmp_path / "config.toml"
+    path.write_text(to_toml(cfg))
+    again = load_config(str(path))
+    assert again == cfg and config_hash(again) == config_hash(cfg)
+
+
+def test_hash_ignores_logging_but_not_training():
+    base = config_hash(load_config("default"))
+    assert config_hash(load_config("default", ["log.every=3", "run.name=z", "checkpoint.every=7"])) == base
+    assert config_hash(load_config("default", ["optim.lr=1e-4"])) != base
+
+
+def test_parse_value():
+    assert parse_value("3e-4") == 3e-4 and parse_value("true") is True
+    assert parse_value("hello") == "hello" and parse_value("[1, 2]") == [1, 2]

@@ -1,0 +1,73 @@
+import math
+
+import pytest
+import torch
+
+from trainwell.config import load_config
+from trainwell.engine.optim import build_optimizer, lr_factor
+from trainwell.engine.wrap import apply_activation_checkpointing
+from trainwell.models.gpt import build_gpt
+
+
+def sched(**kw):
+    return load_config("default", [f"schedule.{k}={v!r}" if isinstance(v, str) else f"schedule.{k}={v}"
+                                   for k, v in kw.items()]).schedule
+
+
+def test_warmup_then_cosine_to_floor():
+    s = sched(name="cosine", warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_factor(0, 100, s) == pytest.approx(0.1)
+    assert lr_factor(9, 100, s) == pytest.approx(1.0)
+    assert lr_factor(10, 100, s) == pytest.approx(1.0)
+    assert lr_factor(55, 100, s) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lr_factor(100, 100, s) == pytest.approx(0.1)
+
+
+def test_linear_and_constant():
+    assert lr_factor(50, 100, sched(name="linear", warmup_steps=0, min_lr_ratio=0.0)) == pytest.approx(0.5)
+    assert lr_factor(99, 100, sched(name="constant", warmup_steps=0)) == 1.0
+
+
+def tiny_gpt(**kw):
+    cfg = load_config("default", ["model.n_layer=2", "model.n_embd=32", "model.n_head=2"] +
+                      [f"model.{k}={str(v).lower()}" for k, v in kw.items()]).model
+    return build_gpt(cfg, vocab_size=50, context=16)
+
+
+def test_gpt_shapes_and_tying():
+    m = tiny_gpt()
+    assert m(torch.randint(0, 50, (3, 16))).shape == (3, 16, 50)
+    assert m.lm_head.weight is m.tok_emb.weight
+    assert tiny_gpt(tie_embeddings=False).lm_head.weight is not tiny_gpt().tok_emb.weight
+    with pytest.raises(ValueError, match="longer than the model context"):
+        m(torch.randint(0, 50, (1, 17)))
+
+
+def test_gpt_is_causal():
+    m = tiny_gpt().eval()
+    x = torch.randint(0, 50, (1, 16))
+    y = x.clone()
+    y[0, -1] = (y[0, -1] + 1) % 50
+    assert torch.allclose(m(x)[0, :-1], m(y)[0, :-1])
+
+
+def test_activation_checkpointing_keeps_names_and_gradients():
+    torch.manual_seed(0)
+    a = tiny_gpt()
+    b = tiny_gpt()
+    b.load_state_dict(a.state_dict())
+    assert apply_activation_checkpointing(b, 1) == 2
+    assert list(a.state_dict()) == list(b.state_dict())
+    x = torch.randint(0, 50, (2, 16))
+    a(x).sum().backward()
+    b(x).sum().backward()
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-6), n
+
+
+def test_weight_decay_only_on_matrices():
+    m = tiny_gpt(bias=True)
+    opt = build_optimizer(m, load_config("default").optim, torch.device("cpu"))
+    decay, no_decay = opt.param_groups
+    assert all(p.dim() >= 2 for p in decay["params"]) and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() < 2 for p in no_decay["params"])

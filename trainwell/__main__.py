@@ -1,0 +1,3 @@
+from trainwell.cli import main
+
+main()

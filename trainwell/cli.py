@@ -1,0 +1,167 @@
+"""Command line: parse -> build -> train -> close. No logic of its own.
+
+Heavy modules (torch, numpy, matplotlib) are imported inside the commands that need them,
+so `trainwell --help`, `trainwell recipes` and `trainwell check` start instantly.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+
+from trainwell.errors import TrainwellError
+
+app = typer.Typer(
+    help="trainwell: train models on a laptop CPU or a GPU cluster, and never lose your work.\n\n"
+         "Start with `trainwell train` (the default recipe: a small GPT on the Python standard "
+         "library's source), then `trainwell report runs/<run>`.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+SET_HELP = "Override a recipe value, e.g. --set optim.lr=3e-4 (repeatable)."
+
+
+def fail(e: TrainwellError) -> None:
+    typer.echo(f"error: {e}", err=True)
+    raise typer.Exit(getattr(e, "exit_code", 2))
+
+
+def guarded(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except TrainwellError as e:
+        fail(e)
+
+
+@app.command()
+def train(
+    recipe: str = typer.Argument("default", help="Shipped recipe name (see `trainwell recipes`) or a .toml path."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Folder for this run (default: runs/<name>-<time>)."),
+    sets: list[str] = typer.Option([], "--set", help=SET_HELP),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder from its newest valid checkpoint."),
+    from_: Optional[Path] = typer.Option(None, "--from", help="Branch a new run from this checkpoint folder (settings may differ)."),
+) -> None:
+    """Train a model from a recipe; resume or branch a run."""
+
+    def go() -> None:
+        from trainwell.config import load_config
+
+        if resume is not None and from_ is not None:
+            raise TrainwellError("use either --resume (continue a run) or --from (branch a new run), not both.")
+        if resume is not None:
+            from trainwell.engine.inference import run_config
+
+            cfg = run_config(resume, sets)
+            target, name = resume, resume.name
+        else:
+            cfg = load_config(recipe, sets)
+            name = Path(recipe).stem
+        from trainwell.engine.loop import train as run_training
+        from trainwell.engine.state import new_run_dir
+        from trainwell.track.report import render_summary
+
+        if resume is None:
+            target = new_run_dir(cfg, str(run_dir) if run_dir else None, name)
+        result = run_training(cfg, target, resume=resume is not None, branch_from=from_, recipe_name=name)
+        render_summary(result.summary)
+        for i, text in enumerate(result.samples):
+            typer.echo(f"\n--- sample {i + 1} ---\n{text}")
+        typer.echo(f"\nrun saved in {result.run_dir}")
+
+    guarded(go)
+
+
+@app.command()
+def recipes() -> None:
+    """List the shipped recipes with a one-line description each."""
+
+    def go() -> None:
+        from trainwell.config import load_config, recipe_names
+
+        for name in recipe_names():
+            typer.echo(f"{name:<20} {load_config(name).description}")
+
+    guarded(go)
+
+
+@app.command()
+def check(
+    recipe: str = typer.Argument("default", help="Recipe name or .toml path."),
+    sets: list[str] = typer.Option([], "--set", help=SET_HELP),
+) -> None:
+    """Validate a recipe (with overrides) and print the resolved config, without training."""
+
+    def go() -> None:
+        from trainwell.config import load_config, to_toml
+
+        typer.echo(to_toml(load_config(recipe, sets)), nl=False)
+
+    guarded(go)
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None:
+    """Print a run's summary and (re)draw its plots."""
+
+    def go() -> None:
+        if not (run_dir / "metrics.jsonl").is_file():
+            raise TrainwellError(f"{run_dir} has no metrics.jsonl; pass a run directory written by `trainwell train`.")
+        from trainwell.track.plots import draw_plots
+        from trainwell.track.report import render_summary, summarize
+
+        render_summary(summarize(run_dir))
+        for path in draw_plots(run_dir):
+            typer.echo(f"plot: {path}")
+
+    guarded(go)
+
+
+@app.command()
+def generate(
+    run_dir: Path = typer.Argument(..., help="A run directory."),
+    prompt: str = typer.Option("def ", help="Text to continue."),
+    checkpoint: Optional[str] = typer.Option(None, help="Checkpoint folder or name (default: newest valid)."),
+    temperature: float = typer.Option(0.8, min=0.0, help="Sampling temperature (0 = greedy)."),
+    top_k: int = typer.Option(0, "--top-k", min=0, help="Sample among the k most likely tokens (0 = all)."),
+    max_new_tokens: int = typer.Option(200, "--max-new-tokens", min=1, help="Tokens to generate."),
+    samples: int = typer.Option(1, min=1, help="How many samples."),
+    seed: int = typer.Option(0, help="Sampling seed."),
+) -> None:
+    """Sample text from a trained model (inference mode; reports latency per token)."""
+
+    def go() -> None:
+        from trainwell.engine.inference import generate as run_generate
+
+        out = run_generate(run_dir, prompt, checkpoint=checkpoint, n=samples, max_new_tokens=max_new_tokens,
+                           temperature=temperature, top_k=top_k, seed=seed)
+        for i, text in enumerate(out["samples"]):
+            typer.echo(f"--- sample {i + 1} ---\n{text}")
+        typer.echo(f"[{out['checkpoint']}] {out['ms_per_token']} ms/token", err=True)
+
+    guarded(go)
+
+
+@app.command("eval")
+def eval_(
+    run_dir: Path = typer.Argument(..., help="A run directory."),
+    checkpoint: Optional[str] = typer.Option(None, help="Checkpoint folder or name (default: newest valid)."),
+) -> None:
+    """Evaluate a checkpoint on the validation split."""
+
+    def go() -> None:
+        from trainwell.engine.inference import eval_checkpoint
+
+        for key, value in eval_checkpoint(run_dir, checkpoint).items():
+            typer.echo(f"{key:<20} {value:.4f}" if isinstance(value, float) else f"{key:<20} {value}")
+
+    guarded(go)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""Load recipes (TOML) into the typed config tree, apply ``--set`` overrides, validate.
+
+Every error names the key, says what was expected, and suggests the closest valid key or
+choice, before any work starts. No heavy imports here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import tomllib
+import types
+import typing
+from dataclasses import fields, is_dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from trainwell.config.schema import NON_TRAJECTORY, VARIANTS, Config
+from trainwell.errors import ConfigError
+
+
+# --------------------------------------------------------------------------- recipes
+
+
+def recipe_names() -> list[str]:
+    """Names of the recipes shipped inside the package."""
+    files = resources.files("trainwell.recipes")
+    return sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".toml"))
+
+
+def recipe_text(recipe: str) -> tuple[str, str]:
+    """Return (source description, TOML text) for a shipped recipe name or a file path."""
+    path = Path(recipe)
+    if recipe.endswith(".toml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"recipe file {recipe} does not exist; pass a shipped recipe name "
+                              f"({', '.join(recipe_names())}) or the path of a .toml file.")
+        return str(path), path.read_text(encoding="utf-8")
+    names = recipe_names()
+    if recipe not in names:
+        raise ConfigError(f"unknown recipe '{recipe}'{_suggest(recipe, names)}; "
+                          f"`trainwell recipes` lists the shipped ones, or pass a .toml path.")
+    return f"recipe '{recipe}'", (resources.files("trainwell.recipes") / f"{recipe}.toml").read_text(
+        encoding="utf-8")
+
+
+def parse_toml(text: str, where: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{where} is not valid TOML: {e}; fix the syntax at that line.") from None
+
+
+def load_config(recipe: str | None = None, overrides: list[str] | tuple[str, ...] = (),
+                *, text: str | None = None) -> Config:
+    """Build a validated :class:`Config` from a recipe name/path (or TOML text) plus overrides."""
+    if text is not None:
+        where, raw = "config", parse_toml(text, "config")
+    else:
+        where, body = recipe_text(recipe or "default")
+        raw = parse_toml(body, where)
+    for item in overrides:
+        apply_override(raw, item)
+    set_keys = frozenset(item.split("=", 1)[0].strip() for item in overrides)
+    return build(Config, raw, "", where, set_keys)
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+def parse_value(text: str) -> Any:
+    """A --set value is a TOML value (3e-4, true, [1, 2], "x"); bare words are strings."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r} must look like section.key=value (e.g. optim.lr=3e-4).")
+    key, value = item.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {item!r}: the key '{key}' has an empty part.")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {item!r}: '{part}' is a value, not a section.")
+        node = child
+    node[parts[-1]] = parse_value(value.strip())
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _suggest(word: str, options: list[str] | tuple[str, ...], prefix: str = "") -> str:
+    close = difflib.get_close_matches(word, [str(o) for o in options], n=1, cutoff=0.5)
+    return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+
+
+def _type_name(tp: Any) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp)))
+
+
+def section_class(section: str, raw: dict[str, Any], default_cls: type, where: str,
+                  set_keys: frozenset[str] = frozenset()) -> type:
+    """For a variant section, the dataclass picked by its ``name`` key."""
+    variants = VARIANTS.get(section)
+    if variants is None:
+        return default_cls
+    name = raw.get("name", default_cls().name)
+    if name not in variants:
+        raise ConfigError(f"{origin(section + '.name', where, set_keys)}: {section}.name = {name!r} is not known{_suggest(str(name), list(variants))}; "
+                          f"choose one of: {', '.join(variants)}.")
+    return variants[name]
+
+
+def origin(key: str, where: str, set_keys: frozenset[str]) -> str:
+    """Where a bad value came from: the --set flag or the recipe file."""
+    hit = key in set_keys or any(k.startswith(key + ".") for k in set_keys)
+    return f"--set {key}" if hit else where
+
+
+def build(cls: type, raw: Any, prefix: str, where: str, set_keys: frozenset[str] = frozenset()) -> Any:
+    """Recursively turn a TOML table into dataclass ``cls``, checking keys, types and ranges."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: '{prefix.rstrip('.')}' must be a table (a [section]), got {raw!r}.")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"{origin(prefix + key, where, set_keys)}: unknown key '{prefix}{key}'"
+                              f"{_suggest(key, list(known), prefix)}; "
+                              f"valid keys here: {', '.join(known)}.")
+    values: dict[str, Any] = {}
+    for name, f in known.items():
+        if name not in raw:
+            continue
+        value, key = raw[name], f"{prefix}{name}"
+        tp = hints[name]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if is_dataclass(default):
+            sub = section_class(name, value if isinstance(value, dict) else {}, type(default), where, set_keys)
+            values[name] = build(sub, value, key + ".", where, set_keys)
+            continue
+        values[name] = check_value(key, value, tp, f.metadata, origin(key, where, set_keys))
+    return cls(**values)
+
+
+def check_value(key: str, value: Any, tp: Any, meta: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (list, types.GenericAlias) or tp is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: '{key}' must be a list, got {value!r}.")
+    elif tp is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    elif tp in (int, float, str, bool) and (type(value) is not tp):
+        raise ConfigError(f"{where}: '{key}' must be {_type_name(tp)}, got {value!r} "
+                          f"({type(value).__name__}).")
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{where}: '{key}' = {value!r} is not allowed{_suggest(str(value), choices)}; "
+                          f"choose one of: {', '.join(map(str, choices))}.")
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and value < lo:
+        raise ConfigError(f"{where}: '{key}' = {value!r} is too small; it must be at least {lo}.")
+    if hi is not None and value > hi:
+        raise ConfigError(f"{where}: '{key}' = {value!r} is too large; it must be at most {hi}.")
+    return value
+
+
+# --------------------------------------------------------------------------- output
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def to_toml(cfg: Config) -> str:
+    import tomli_w
+
+    return tomli_w.dumps(to_dict(cfg))
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def trajectory_items(cfg: Config) -> dict[str, Any]:
+    """The flat config keys that decide what is trained (what a resume must not change)."""
+    return {k: v for k, v in flatten(to_dict(cfg)).items()
+            if not any(k == p or (p.endswith(".") and k.startswith(p)) for p in NON_TRAJECTORY)}
+
+
+def config_hash(cfg: Config) -> str:
+    blob = json.dumps(trajectory_items(cfg), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def describe(cls_or_cfg: Any = Config, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(key, default, help) rows for documentation and `trainwell check`."""
+    rows: list[tuple[str, Any, str]] = []
+    obj = cls_or_cfg() if isinstance(cls_or_cfg, type) else cls_or_cfg
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if is_dataclass(value):
+            rows.extend(describe(value, f"{prefix}{f.name}."))
+        else:
+            rows.append((f"{prefix}{f.name}", value, f.metadata.get("help", "")))
+    return rows

@@ -1,0 +1,161 @@
+"""The typed config tree.
+
+Every section is a dataclass; every field carries its default, a one-line help text and its
+valid range or choices in ``metadata``. The loader (:mod:`trainwell.config.load`) validates a
+recipe against this tree before any work starts. Sections whose shape depends on a choice
+(``model.name = "gpt"``) are *variants*: the ``name`` key picks the dataclass that validates
+the rest of the section, so each model, data source and objective carries its own options.
+
+This module must stay free of heavy imports (torch, numpy): ``trainwell --help`` and recipe
+validation import it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def opt(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+        choices: tuple[Any, ...] | None = None) -> Any:
+    """A config field with its help text and valid range (read by the loader)."""
+    meta = {"help": help, "min": min, "max": max, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass
+class RunConfig:
+    name: str = opt("", "run name; the run directory defaults to <dir>/<name>-<timestamp>")
+    dir: str = opt("runs", "folder that holds run directories")
+
+
+@dataclass
+class TextDataConfig:
+    """Character-level text: the Python stdlib's own source, or one text file."""
+
+    name: str = opt("text", "data source", choices=("text",))
+    source: str = opt("stdlib", "'stdlib' (this Python's standard library source) or 'file'",
+                      choices=("stdlib", "file"))
+    path: str = opt("", "text file to train on when source = 'file'")
+    val_fraction: float = opt(0.05, "share held out for validation: whole files for 'stdlib', "
+                              "the last part of the text for 'file'", min=0.001, max=0.5)
+    context: int = opt(128, "characters per training sequence", min=2)
+    min_char_count: int = opt(1, "characters seen fewer times than this map to <unk>", min=1)
+    cache_dir: str = opt("", "token cache folder (default: $TRAINWELL_CACHE or ~/.cache/trainwell)")
+
+
+@dataclass
+class GPTConfig:
+    """A GPT-style decoder-only transformer (pre-norm, learned positions)."""
+
+    name: str = opt("gpt", "model architecture", choices=("gpt",))
+    n_layer: int = opt(4, "transformer blocks", min=1)
+    n_head: int = opt(4, "attention heads per block", min=1)
+    n_embd: int = opt(128, "width of the residual stream", min=1)
+    context: int = opt(0, "longest sequence the model accepts (0 = data.context)", min=0)
+    dropout: float = opt(0.0, "dropout probability", min=0.0, max=1.0)
+    bias: bool = opt(False, "bias terms in linear layers and layer norms")
+    tie_embeddings: bool = opt(True, "share the token embedding with the output layer")
+
+
+@dataclass
+class LMObjectiveConfig:
+    name: str = opt("lm", "objective", choices=("lm",))
+
+
+@dataclass
+class OptimConfig:
+    name: str = opt("adamw", "optimizer", choices=("adamw", "sgd"))
+    lr: float = opt(1e-3, "peak learning rate", min=0.0)
+    weight_decay: float = opt(0.1, "decoupled weight decay on matrices (not biases/norms)", min=0.0)
+    beta1: float = opt(0.9, "AdamW beta1", min=0.0, max=1.0)
+    beta2: float = opt(0.99, "AdamW beta2", min=0.0, max=1.0)
+    eps: float = opt(1e-8, "AdamW epsilon", min=0.0)
+    momentum: float = opt(0.9, "SGD momentum", min=0.0, max=1.0)
+    grad_clip: float = opt(1.0, "clip the global gradient norm to this (0 = off)", min=0.0)
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = opt("cosine", "learning-rate schedule after warmup",
+                    choices=("cosine", "linear", "constant"))
+    warmup_steps: int = opt(100, "linear warmup steps from 0 to optim.lr", min=0)
+    min_lr_ratio: float = opt(0.1, "final learning rate as a fraction of optim.lr", min=0.0, max=1.0)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = opt(1000, "optimizer steps to train (ignored when epochs > 0)", min=1)
+    epochs: int = opt(0, "train for this many passes over the data instead of steps", min=0)
+    batch_size: int = opt(32, "sequences per micro-batch", min=1)
+    grad_accum: int = opt(1, "micro-batches per optimizer step", min=1)
+    seed: int = opt(1337, "seed for initialisation, data order and dropout", min=0)
+    precision: str = opt("fp32", "fp32, bf16 (autocast on CPU and CUDA) or fp16 (CUDA, loss scaling)",
+                         choices=("fp32", "bf16", "fp16"))
+    activation_checkpointing: int = opt(0, "recompute every k-th transformer block in backward (0 = off)",
+                                        min=0)
+    compile: bool = opt(False, "torch.compile the model")
+    device: str = opt("auto", "auto, cpu or cuda", choices=("auto", "cpu", "cuda"))
+    threads: int = opt(0, "CPU threads for torch (0 = torch's default)", min=0)
+
+
+@dataclass
+class EvalConfig:
+    every: int = opt(250, "evaluate every N optimizer steps (0 = only at the end)", min=0)
+    batches: int = opt(20, "validation batches per evaluation", min=1)
+    samples: int = opt(3, "text samples generated at the end of training", min=0)
+    sample_tokens: int = opt(200, "length of each sample", min=1)
+    prompt: str = opt("def ", "prompt the samples start from")
+    temperature: float = opt(0.8, "sampling temperature", min=0.0)
+    top_k: int = opt(0, "sample from the k most likely tokens (0 = all)", min=0)
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = opt(500, "steps between checkpoints (the final step is always saved)", min=1)
+    keep: int = opt(3, "keep the newest K checkpoints", min=1)
+    keep_best: bool = opt(True, "also keep the checkpoint with the lowest validation loss")
+    async_save: bool = opt(False, "write checkpoints in a background thread")
+
+
+@dataclass
+class LogConfig:
+    every: int = opt(10, "log metrics every N steps", min=1)
+    tensorboard: bool = opt(True, "write TensorBoard event files")
+    plots: bool = opt(True, "draw PNG plots at the end")
+    progress: str = opt("auto", "auto (live bar on a terminal, lines otherwise), lines or off",
+                        choices=("auto", "lines", "off"))
+
+
+@dataclass
+class Config:
+    description: str = opt("", "one line shown by `trainwell recipes`")
+    run: RunConfig = field(default_factory=RunConfig)
+    data: Any = field(default_factory=TextDataConfig)
+    model: Any = field(default_factory=GPTConfig)
+    objective: Any = field(default_factory=LMObjectiveConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+# Variant sections: the value of `name` picks the dataclass for the rest of the section.
+# New models, data sources and objectives register here.
+VARIANTS: dict[str, dict[str, type]] = {
+    "data": {"text": TextDataConfig},
+    "model": {"gpt": GPTConfig},
+    "objective": {"lm": LMObjectiveConfig},
+}
+
+# Sections and keys that do not change the training trajectory: a run may be resumed with
+# these changed. Everything else is part of the config hash stored in every checkpoint.
+NON_TRAJECTORY = ("description", "run.", "eval.", "checkpoint.", "log.", "data.cache_dir",
+                  "train.threads", "train.compile")

@@ -1,0 +1,77 @@
+"""Use a finished (or running) run: evaluate or sample from one of its checkpoints."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainwell import checkpoint as ckpt
+from trainwell.config import Config, load_config
+from trainwell.engine.job import Job, build_job, evaluate
+from trainwell.engine.loop import check_model_fits, pick_device
+from trainwell.engine.precision import Precision
+from trainwell.errors import CheckpointError, TrainwellError
+
+
+def run_config(run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    path = Path(run_dir) / "config.toml"
+    if not path.is_file():
+        raise TrainwellError(f"{run_dir} is not a run directory (no config.toml); pass the folder a "
+                             f"`trainwell train` run wrote, e.g. runs/default-20260101-120000.")
+    return load_config(str(path), overrides)
+
+
+def pick_checkpoint(run_dir: Path, checkpoint: str | None) -> Path:
+    if checkpoint:
+        path = Path(checkpoint)
+        if not path.is_dir():
+            path = Path(run_dir) / "checkpoints" / checkpoint
+        if not path.is_dir():
+            raise CheckpointError(f"checkpoint {checkpoint} not found (looked for a folder of that name and "
+                                  f"in {run_dir}/checkpoints); `ls {run_dir}/checkpoints` lists them.")
+        ckpt.verify(path)
+        return path
+    path, skipped = ckpt.latest_valid(Path(run_dir) / "checkpoints")
+    if path is None:
+        notes = "; ".join(f"{p.name}: {why}" for p, why in skipped)
+        raise CheckpointError(f"no valid checkpoint in {run_dir}/checkpoints{' (' + notes + ')' if notes else ''}; "
+                              f"train first, or pass --checkpoint.")
+    return path
+
+
+def load_for_inference(run_dir: Path, checkpoint: str | None = None) -> tuple[Config, Job, Path, torch.device]:
+    cfg = run_config(run_dir)
+    device = pick_device(cfg.train.device)
+    job = build_job(cfg, device)
+    path = pick_checkpoint(run_dir, checkpoint)
+    check_model_fits(path, job.model)
+    state = ckpt.load_entry(path, "model")
+    job.model.load_state_dict(state)
+    job.model.eval()
+    for p in job.model.parameters():
+        p.requires_grad_(False)  # frozen: inference never builds a graph
+    return cfg, job, path, device
+
+
+def eval_checkpoint(run_dir: Path, checkpoint: str | None = None) -> dict[str, Any]:
+    cfg, job, path, device = load_for_inference(run_dir, checkpoint)
+    t0 = time.perf_counter()
+    metrics = evaluate(job, device, Precision(cfg.train.precision, device).autocast)
+    return {"checkpoint": str(path), **metrics, **{k: v for k, v in job.facts.items() if "unigram" in k},
+            "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def generate(run_dir: Path, prompt: str, *, checkpoint: str | None = None, n: int = 1,
+             max_new_tokens: int = 200, temperature: float = 0.8, top_k: int = 0,
+             seed: int = 0) -> dict[str, Any]:
+    cfg, job, path, device = load_for_inference(run_dir, checkpoint)
+    if job.sample is None:
+        raise TrainwellError(f"the run in {run_dir} trains a model that does not generate text.")
+    t0 = time.perf_counter()
+    texts = job.sample(job.model, prompt, n, max_new_tokens, temperature, top_k, seed)
+    seconds = time.perf_counter() - t0
+    return {"checkpoint": str(path), "samples": texts,
+            "ms_per_token": round(1000 * seconds / max(1, n * max_new_tokens), 3)}

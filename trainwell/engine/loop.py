@@ -1,0 +1,338 @@
+"""The training loop: one loop for every paradigm.
+
+Read ``train`` top to bottom: set up, restore, then per step fetch batches, forward, loss,
+backward, clip, optimizer step, schedule, log, evaluate, checkpoint. Paradigm-specific work
+lives in the Job (model, source, objective, evaluation), never in here.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainwell import checkpoint as ckpt
+from trainwell.checkpoint.rng import RNGState
+from trainwell.config import Config, config_hash, to_toml, trajectory_items
+from trainwell.engine.job import Job, build_job, evaluate, to_device
+from trainwell.engine.optim import build_optimizer, lr_factor, set_lr
+from trainwell.engine.precision import Precision
+from trainwell.engine.state import LoopState
+from trainwell.engine.wrap import apply_activation_checkpointing, maybe_compile
+from trainwell.errors import CheckpointError, ConfigError, TrainingDiverged, TrainwellError
+
+
+class Interrupted(TrainwellError):
+    exit_code = 130
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    summary: dict[str, Any]
+    samples: list[str]
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device = 'cuda' but no CUDA GPU is visible; use 'auto' or 'cpu'.")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def total_steps(cfg: Config, job: Job) -> int:
+    if cfg.train.epochs:
+        return max(1, cfg.train.epochs * job.batches_per_epoch // cfg.train.grad_accum)
+    return cfg.train.steps
+
+
+def train(cfg: Config, run_dir: Path, *, resume: bool = False, branch_from: Path | None = None,
+          recipe_name: str = "") -> RunResult:
+    """Train ``cfg`` into ``run_dir`` (created by the caller), resuming or branching if asked."""
+    from trainwell.track.console import Progress
+    from trainwell.track.meta import run_meta, write_json
+    from trainwell.track.metrics import MetricsJSONL
+
+    t_start = time.perf_counter()
+    device = pick_device(cfg.train.device)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    seed_everything(cfg.train.seed)
+
+    # ---- build: model + source + objective (the Job), optimizer, precision
+    job = build_job(cfg, device)
+    optimizer = build_optimizer(job.model, cfg.optim, device)
+    precision = Precision(cfg.train.precision, device)
+    if cfg.train.activation_checkpointing:
+        apply_activation_checkpointing(job.model, cfg.train.activation_checkpointing)
+    step_model = maybe_compile(job.model, cfg.train.compile)
+    loop = LoopState()
+    app_state: dict[str, Any] = {"model": job.model, "optimizer": optimizer, "data": job.source,
+                                 "rng": RNGState(), "loop": loop}
+    if precision.scaler is not None:
+        app_state["scaler"] = precision.scaler
+    steps = total_steps(cfg, job)
+
+    # ---- restore: --resume continues this run exactly; --from branches a new one
+    ckpt_root = run_dir / "checkpoints"
+    restored_from = None
+    if resume:
+        restored_from = restore_latest(ckpt_root, app_state, cfg)
+    elif branch_from is not None:
+        restored_from = restore(Path(branch_from), app_state, cfg, same_config=False)
+
+    # ---- run directory: resolved config, provenance, metric sinks
+    (run_dir / "config.toml").write_text(to_toml(cfg), encoding="utf-8")
+    meta = run_meta(seed=cfg.train.seed, extra={
+        "recipe": recipe_name, "device": str(device), "config_hash": config_hash(cfg),
+        "resumed_from": str(restored_from) if restored_from else None, "facts": job.facts})
+    write_json(run_dir / ("meta.json" if not restored_from or not resume else f"meta-resume-{loop.step}.json"),
+               meta)
+    resume_step = loop.step if restored_from else None
+    metrics = MetricsJSONL(run_dir / "metrics.jsonl", resume_step=resume_step)
+    sinks: list[Any] = [metrics]
+    if cfg.log.tensorboard:
+        from trainwell.track.tensorboard import TensorBoardSink
+
+        sinks.append(TensorBoardSink(run_dir, purge_step=resume_step))
+    progress = Progress(steps, start_step=loop.step, every=cfg.log.every,
+                        live=None if cfg.log.progress == "auto" else False)
+    saver = ckpt.AsyncSaver() if cfg.checkpoint.async_save else None
+    stop = StopFlag()
+
+    def log(step: int, values: dict[str, float]) -> None:
+        for sink in sinks:
+            sink.log(step, values)
+
+    def save(step: int, val_loss: float | None) -> Path:
+        meta_ck = {"config_hash": config_hash(cfg), "config": trajectory_items(cfg),
+                   "val_loss": val_loss, "train_seconds": loop.train_seconds}
+        target = ckpt_root / f"step-{step}"
+        if saver is not None:
+            saver.save(target, app_state, step=step, meta=meta_ck)
+        else:
+            ckpt.save(target, app_state, step=step, meta=meta_ck)
+            ckpt.prune(ckpt_root, keep_last=cfg.checkpoint.keep, keep_best=cfg.checkpoint.keep_best)
+        return target
+
+    if restored_from:
+        progress.message(f"resumed from {restored_from} at step {loop.step}")
+    progress.message(f"run directory: {run_dir}")
+    job.model.train()
+    last_val: dict[str, float] = {}
+    window_units, window_start = 0, time.perf_counter()
+    first_step_s = None
+    try:
+        with stop:
+            while loop.step < steps:
+                t0 = time.perf_counter()
+                step = loop.step
+                lr = cfg.optim.lr * lr_factor(step, steps, cfg.schedule)
+                set_lr(optimizer, lr)
+                loss_sum, units = 0.0, 0
+                for _ in range(cfg.train.grad_accum):
+                    batch = to_device(next(job.source), device)
+                    with precision.autocast():
+                        out = job.objective(step_model, batch)
+                    precision.backward(out.loss / cfg.train.grad_accum)
+                    loss_sum += out.loss.item()
+                    units += out.units
+                loss = loss_sum / cfg.train.grad_accum
+                if not math.isfinite(loss):
+                    raise diverged("loss", loss, step + 1, ckpt_root)
+                precision.unscale(optimizer)
+                grad_norm = clip_or_measure(job.model, cfg.optim.grad_clip,
+                                            need=(step + 1) % cfg.log.every == 0)
+                if grad_norm is not None and not math.isfinite(grad_norm) and precision.scaler is None:
+                    raise diverged("gradient norm", grad_norm, step + 1, ckpt_root)
+                precision.step(optimizer)
+                optimizer.zero_grad(set_to_none=True)
+
+                loop.step += 1
+                loop.units_seen += units
+                loop.train_seconds += time.perf_counter() - t0
+                window_units += units
+                if first_step_s is None:
+                    first_step_s = time.perf_counter() - t_start
+
+                if loop.step % cfg.log.every == 0 or loop.step == steps:
+                    now = time.perf_counter()
+                    rate = window_units / max(now - window_start, 1e-9)
+                    window_units, window_start = 0, now
+                    values = {"train/loss": loss, "train/lr": lr, f"train/{job.units}_per_s": rate}
+                    if grad_norm is not None:
+                        values["train/grad_norm"] = grad_norm
+                    log(loop.step, values)
+                    progress.update(loop.step, values)
+
+                val_loss = None
+                if (cfg.eval.every and loop.step % cfg.eval.every == 0) or loop.step == steps:
+                    last_val = evaluate(job, device, precision.autocast)
+                    val_loss = last_val["val/loss"]
+                    if loop.best_val is None or val_loss < loop.best_val:
+                        loop.best_val, loop.best_step = val_loss, loop.step
+                    log(loop.step, last_val)
+                    progress.message("step {}: {}".format(
+                        loop.step, ", ".join(f"{k} {v:.4f}" for k, v in last_val.items())))
+                    window_start = time.perf_counter()  # evaluation is not training throughput
+
+                if loop.step % cfg.checkpoint.every == 0 or loop.step == steps or stop.requested:
+                    save(loop.step, val_loss)
+                    window_start = time.perf_counter()
+                if stop.requested:
+                    raise Interrupted(f"interrupted at step {loop.step}; a checkpoint was saved — continue "
+                                      f"with `trainwell train --resume {run_dir}`.")
+        if saver is not None:
+            saver.wait()
+            ckpt.prune(ckpt_root, keep_last=cfg.checkpoint.keep, keep_best=cfg.checkpoint.keep_best)
+    finally:
+        if saver is not None:
+            saver.close()
+        progress.close()
+        for sink in sinks:
+            sink.close()
+
+    if not last_val:  # resumed a run that had already finished
+        last_val = evaluate(job, device, precision.autocast)
+    return finish(cfg, run_dir, job, loop, last_val, steps,
+                  first_step_s=first_step_s, wall_s=time.perf_counter() - t_start)
+
+
+def finish(cfg: Config, run_dir: Path, job: Job, loop: LoopState, last_val: dict[str, float],
+           steps: int, *, first_step_s: float | None, wall_s: float) -> RunResult:
+    """Samples, plots and the summary a person reads at the end."""
+    from trainwell.track.meta import write_json
+
+    samples: list[str] = []
+    if job.sample is not None and cfg.eval.samples:
+        samples = job.sample(job.model, cfg.eval.prompt, cfg.eval.samples, cfg.eval.sample_tokens,
+                             cfg.eval.temperature, cfg.eval.top_k, cfg.train.seed)
+        (run_dir / "samples.txt").write_text(
+            "".join(f"--- sample {i + 1} ---\n{s}\n" for i, s in enumerate(samples)), encoding="utf-8")
+    summary = {"steps": loop.step, "total_steps": steps, **{k: round(v, 4) for k, v in last_val.items()},
+               "best_val_loss": loop.best_val, "best_step": loop.best_step,
+               f"{job.units}_seen": loop.units_seen, "train_seconds": round(loop.train_seconds, 2),
+               "wall_seconds": round(wall_s, 2),
+               "time_to_first_step_s": round(first_step_s, 3) if first_step_s else None,
+               f"{job.units}_per_s": round(loop.units_seen / max(loop.train_seconds, 1e-9), 1),
+               **job.facts}
+    write_json(run_dir / "summary.json", summary)
+    if cfg.log.plots:
+        from trainwell.track.plots import draw_plots
+
+        draw_plots(run_dir)
+    return RunResult(run_dir=run_dir, summary=summary, samples=samples)
+
+
+def clip_or_measure(model: torch.nn.Module, max_norm: float, *, need: bool) -> float | None:
+    """Clip the global gradient norm (if configured) and return it; measure it only when logged."""
+    if max_norm > 0:
+        return float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
+    if need:
+        return float(torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf")))
+    return None
+
+
+def diverged(what: str, value: float, step: int, ckpt_root: Path) -> TrainingDiverged:
+    good, _ = ckpt.latest_valid(ckpt_root)
+    where = f"the last good checkpoint is {good}" if good else "no checkpoint had been written yet"
+    return TrainingDiverged(f"the {what} became {value} at step {step}, so training stopped before "
+                            f"updating the weights; {where}. Lower optim.lr, keep optim.grad_clip > 0, "
+                            f"or try train.precision = 'fp32'.")
+
+
+# ---------------------------------------------------------------------------- restore
+
+
+def restore_latest(root: Path, app_state: dict[str, Any], cfg: Config) -> Path:
+    path, skipped = ckpt.latest_valid(root)
+    notes = "; ".join(f"{p.name} skipped: {why}" for p, why in skipped)
+    if path is None:
+        raise CheckpointError(f"no valid checkpoint to resume from in {root}"
+                              f"{' (' + notes + ')' if notes else ''}; start a new run with "
+                              f"`trainwell train RECIPE` instead.")
+    if notes:
+        import sys
+
+        print(f"warning: {notes}; resuming from {path.name}", file=sys.stderr)
+    return restore(path, app_state, cfg, same_config=True)
+
+
+def restore(path: Path, app_state: dict[str, Any], cfg: Config, *, same_config: bool) -> Path:
+    manifest = ckpt.verify(path)
+    if same_config:
+        saved = manifest.get("meta", {}).get("config", {})
+        now = trajectory_items(cfg)
+        diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+        if diff:
+            shown = ", ".join(f"{k} ({saved.get(k)!r} -> {now.get(k)!r})" for k in diff[:4])
+            raise CheckpointError(f"checkpoint {path} was written by a different config: {shown}; "
+                                  f"to continue with changed settings branch a new run with "
+                                  f"`trainwell train RECIPE --from {path} --set ...`.")
+    check_model_fits(path, app_state["model"])
+    try:
+        ckpt.load(path, app_state)
+    except CheckpointError:
+        raise
+    except (RuntimeError, ValueError, KeyError, IndexError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"checkpoint {path} does not fit this run ({first}); it was written for a "
+                              f"different model, optimizer or data setup.") from None
+    return path
+
+
+def check_model_fits(path: Path, model: torch.nn.Module) -> None:
+    saved = ckpt.load_entry(path, "model")
+    own = model.state_dict()
+    for key, tensor in own.items():
+        if key not in saved:
+            raise CheckpointError(f"checkpoint {path} has no weight '{key}' that this model needs; it was "
+                                  f"written for a different model architecture.")
+        if tuple(saved[key].shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"checkpoint {path} holds '{key}' with shape {tuple(saved[key].shape)} but the model built "
+                f"from this config needs {tuple(tensor.shape)}; the model size or the data's vocabulary "
+                f"differs from the run that wrote it.")
+    extra = sorted(set(saved) - set(own))
+    if extra:
+        raise CheckpointError(f"checkpoint {path} holds weights this model lacks (e.g. '{extra[0]}'); it was "
+                              f"written for a different model architecture.")
+
+
+class StopFlag:
+    """Turn the first SIGINT/SIGTERM into 'save a checkpoint at the end of this step and stop'."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested:  # second signal: give up immediately
+            signal.default_int_handler(signum, frame)
+        self.requested = True
+
+    def __enter__(self) -> "StopFlag":
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)

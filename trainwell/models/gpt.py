@@ -1,0 +1,131 @@
+"""A GPT-style decoder-only transformer: a plain nn.Module, nothing training-specific.
+
+Pre-norm blocks, learned positional embeddings, fused QKV projection and PyTorch's
+``scaled_dot_product_attention`` (which picks a flash/memory-efficient kernel where one exists).
+Precision, activation checkpointing, compile and parallelism are applied from outside.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from trainwell.config.schema import GPTConfig
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with an optional bias (torch's always has one when affine)."""
+
+    def __init__(self, dim: int, bias: bool):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.n_head, self.dropout = cfg.n_head, cfg.dropout
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.resid_drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        # (B, T, C) -> (B, heads, T, C/heads)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_drop(self.proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
+        self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.proj(F.gelu(self.fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.ln1, self.attn = LayerNorm(cfg.n_embd, cfg.bias), Attention(cfg)
+        self.ln2, self.mlp = LayerNorm(cfg.n_embd, cfg.bias), MLP(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig, vocab_size: int):
+        super().__init__()
+        if cfg.n_embd % cfg.n_head:
+            raise ValueError(f"model.n_embd={cfg.n_embd} must be divisible by model.n_head={cfg.n_head}")
+        self.context = cfg.context
+        self.tok_emb = nn.Embedding(vocab_size, cfg.n_embd)
+        self.pos_emb = nn.Embedding(cfg.context, cfg.n_embd)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = LayerNorm(cfg.n_embd, cfg.bias)
+        self.lm_head = nn.Linear(cfg.n_embd, vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+        self.apply(self._init)
+        # GPT-2: scale residual projections by 1/sqrt(2 * layers) so the stream's variance
+        # does not grow with depth.
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """(B, T) token ids -> (B, T, vocab) logits."""
+        T = idx.shape[1]
+        if T > self.context:
+            raise ValueError(f"sequence of {T} tokens is longer than the model context {self.context}")
+        pos = torch.arange(T, device=idx.device)
+        x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))
+        for block in self.blocks:
+            x = block(x)
+        return self.lm_head(self.ln_f(x))
+
+
+def build_gpt(cfg: GPTConfig, *, vocab_size: int, context: int) -> GPT:
+    if cfg.context == 0:
+        from dataclasses import replace
+
+        cfg = replace(cfg, context=context)
+    return GPT(cfg, vocab_size)
+
+
+def gpt_flops_per_token(model: GPT) -> float:
+    """Training FLOPs per token: 6 * non-embedding params + attention (PaLM appendix B)."""
+    # parameters() yields a tied weight once; it then stands for the output matmul, while an
+    # untied input embedding is a lookup (no FLOPs) and is left out.
+    n = sum(p.numel() for p in model.parameters()) - model.pos_emb.weight.numel()
+    if model.lm_head.weight is not model.tok_emb.weight:
+        n -= model.tok_emb.weight.numel()
+    L = len(model.blocks)
+    C, T = model.tok_emb.weight.shape[1], model.context
+    return 6 * n + 12 * L * C * T  # attention scores and values, as PaLM and nanoGPT count

@@ -1,0 +1,21 @@
+"""Model registry: config name -> builder of a plain nn.Module.
+
+A builder takes the model's config section plus facts learned from the data
+(``vocab_size``, ``context``, ...) and returns an ``nn.Module``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch.nn as nn
+
+from trainwell.models.gpt import build_gpt
+
+Builder = Callable[..., nn.Module]
+
+MODELS: dict[str, Builder] = {"gpt": build_gpt}
+
+
+def build_model(cfg: Any, **data_facts: Any) -> nn.Module:
+    return MODELS[cfg.name](cfg, **data_facts)

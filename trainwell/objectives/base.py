@@ -1,0 +1,14 @@
+"""What every objective returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor  # scalar, mean over `units`
+    units: int  # tokens (or samples) the loss averages over: drives throughput numbers
+    metrics: dict[str, torch.Tensor | float] = field(default_factory=dict)
