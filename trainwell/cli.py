@@ -46,26 +46,13 @@ def train(
     """Train a model from a recipe; resume or branch a run."""
 
     def go() -> None:
-        from trainwell.config import load_config
-
         if resume is not None and from_ is not None:
             raise TrainwellError("use either --resume (continue a run) or --from (branch a new run), not both.")
-        if resume is not None:
-            from trainwell.engine.inference import run_config
+        from trainwell.api import train as run_training
+        from trainwell.track.report import render_summary, summarize
 
-            cfg = run_config(resume, sets)
-            target, name = resume, resume.name
-        else:
-            cfg = load_config(recipe, sets)
-            name = Path(recipe).stem
-        from trainwell.engine.loop import train as run_training
-        from trainwell.engine.state import new_run_dir
-        from trainwell.track.report import render_summary
-
-        if resume is None:
-            target = new_run_dir(cfg, str(run_dir) if run_dir else None, name)
-        result = run_training(cfg, target, resume=resume is not None, branch_from=from_, recipe_name=name)
-        render_summary(result.summary)
+        result = run_training(recipe, sets, run_dir=run_dir, resume=resume, branch_from=from_)
+        render_summary(summarize(result.run_dir))
         for i, text in enumerate(result.samples):
             typer.echo(f"\n--- sample {i + 1} ---\n{text}")
         typer.echo(f"\nrun saved in {result.run_dir}")

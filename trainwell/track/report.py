@@ -71,7 +71,7 @@ def summarize(run_dir: Path) -> dict:
     best = min(val, key=lambda sv: sv[1]) if val else None
     git = meta.get("git") if isinstance(meta.get("git"), dict) else None
 
-    return {
+    computed = {
         "run": run_dir.name,
         "steps": max(steps) if steps else 0,
         "final_train_loss": sum(tail) / len(tail) if tail else None,
@@ -92,11 +92,13 @@ def summarize(run_dir: Path) -> dict:
         "commit": (git["commit"][:12] + ("-dirty" if git.get("dirty") else "")) if git else None,
         "torch": meta.get("torch"),
     }
+    # The engine's own end-of-run numbers (summary.json) are exact; they win over estimates.
+    return {**computed, **{k: v for k, v in summary_json.items() if v is not None}}
 
 
 # Keys _rows() formats specially; any other scalar key is shown generically after them, so
 # render_summary also reads dicts of another shape (e.g. the engine's summary.json).
-_KNOWN = {"run", "steps", "final_train_loss", "nonfinite_train_loss", "best_val_loss",
+_KNOWN = {"val_loss", "val_bpc", "unigram_val_loss", "unigram_val_bpc", "run", "steps", "final_train_loss", "nonfinite_train_loss", "best_val_loss",
           "best_val_step", "best_step", "last_val_loss", "last_val_step", "tokens_per_s",
           "samples_per_s", "wall_time_s", "wall_seconds", "checkpoints", "seed", "trainwell",
           "commit", "torch", "start_time"}
@@ -124,6 +126,12 @@ def _rows(s: dict) -> list[tuple[str, str]]:
         rows.append((f"train loss (last {FINAL_LOSS_WINDOW})", fmt.sig(s["final_train_loss"])))
     if s.get("nonfinite_train_loss"):
         rows.append(("non-finite train loss", f"{s['nonfinite_train_loss']} logged steps"))
+    if s.get("val_loss") is not None:
+        text = fmt.sig(s["val_loss"]) + (f" ({fmt.sig(s['val_bpc'])} bits/char)" if "val_bpc" in s else "")
+        if s.get("unigram_val_loss") is not None:
+            text += f"; unigram baseline {fmt.sig(s['unigram_val_loss'])}"
+            text += f" ({fmt.sig(s['unigram_val_bpc'])} bits/char)" if "unigram_val_bpc" in s else ""
+        rows.append(("final val loss (nats)", text))
     if s.get("best_val_loss") is not None:
         best_step = s.get("best_val_step", s.get("best_step"))
         rows.append(("best val loss", _at(s["best_val_loss"], best_step)))
