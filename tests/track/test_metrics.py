@@ -6,7 +6,26 @@ from pathlib import Path
 
 import pytest
 
-from trainwell.track.metrics import MetricsJSONL, read_metrics
+from trainwell.track.metrics import MetricsJSONL
+from trainwell.track.metrics import read_metrics as read_with_time
+
+
+def read_metrics(path):
+    """Records without the wall-clock 'time' field (checked once in test_time_is_recorded)."""
+    out = read_with_time(path)
+    for r in out:
+        r.pop("time", None)  # hand-written lines in some tests have none
+    return out
+
+
+def test_time_is_recorded(tmp_path: Path) -> None:
+    import time
+
+    path = tmp_path / "metrics.jsonl"
+    with MetricsJSONL(path) as sink:
+        sink.log(1, {"a": 1.0})
+    (rec,) = read_with_time(path)
+    assert abs(rec["time"] - time.time()) < 60
 
 
 def test_round_trip(tmp_path: Path) -> None:
@@ -50,6 +69,7 @@ def test_nan_and_inf_are_written_as_null_and_file_is_strict_json(tmp_path: Path)
         raise AssertionError(f"non-standard JSON constant {tok}")
 
     obj = json.loads(line, parse_constant=reject)
+    obj.pop("time")
     assert obj == {"step": 1, "nan": None, "inf": None, "ninf": None, "ok": 0.5}
 
 

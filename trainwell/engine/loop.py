@@ -8,6 +8,7 @@ lives in the Job (model, source, objective, evaluation), never in here.
 from __future__ import annotations
 
 import math
+import os
 import random
 import signal
 import time
@@ -22,6 +23,7 @@ from trainwell import checkpoint as ckpt
 from trainwell.checkpoint.rng import RNGState
 from trainwell.config import Config, config_hash, to_toml, trajectory_items
 from trainwell.engine.job import Job, build_job, evaluate, to_device
+from trainwell.engine.peak import peak_flops
 from trainwell.engine.optim import build_optimizer, lr_factor, set_lr
 from trainwell.engine.precision import Precision
 from trainwell.engine.state import LoopState
@@ -86,6 +88,7 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, branch_from: Path
     if precision.scaler is not None:
         app_state["scaler"] = precision.scaler
     steps = total_steps(cfg, job)
+    peak = peak_flops(device, precision.dtype or torch.float32) if job.flops_per_unit else 0.0
 
     # ---- restore: --resume continues this run exactly; --from branches a new one
     ckpt_root = run_dir / "checkpoints"
@@ -109,8 +112,9 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, branch_from: Path
         from trainwell.track.tensorboard import TensorBoardSink
 
         sinks.append(TensorBoardSink(run_dir, purge_step=resume_step))
+    quiet = open(os.devnull, "w") if cfg.log.progress == "off" else None
     progress = Progress(steps, start_step=loop.step, every=cfg.log.every,
-                        live=None if cfg.log.progress == "auto" else False)
+                        live=None if cfg.log.progress == "auto" else False, stream=quiet)
     saver = ckpt.AsyncSaver() if cfg.checkpoint.async_save else None
     stop = StopFlag()
 
@@ -176,6 +180,8 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, branch_from: Path
                     values = {"train/loss": loss, "train/lr": lr, f"train/{job.units}_per_s": rate}
                     if grad_norm is not None:
                         values["train/grad_norm"] = grad_norm
+                    if peak:
+                        values["train/mfu"] = job.flops_per_unit * rate / peak
                     log(loop.step, values)
                     progress.update(loop.step, values)
 
@@ -203,6 +209,8 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, branch_from: Path
         if saver is not None:
             saver.close()
         progress.close()
+        if quiet is not None:
+            quiet.close()
         for sink in sinks:
             sink.close()
 

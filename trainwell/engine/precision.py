@@ -25,7 +25,15 @@ class Precision:
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.autocast(self.device.type, dtype=self.dtype))
+        if self.device.type == "cpu" and self.dtype == torch.bfloat16:
+            # On CPU the fused (flash) attention kernel is slow in bf16 (its backward took 7x the
+            # fp32 time in bench/profile); the math path runs as bf16 batched matmuls on AMX.
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            stack.enter_context(sdpa_kernel([SDPBackend.MATH]))
+        return stack
 
     def backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler else loss).backward()

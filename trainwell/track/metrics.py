@@ -15,6 +15,7 @@ Format (the contract other tools read)::
 from __future__ import annotations
 
 import json
+import time
 import math
 import os
 from collections.abc import Mapping
@@ -110,10 +111,11 @@ class MetricsJSONL:
     def log(self, step: int, metrics: Mapping[str, float | int]) -> None:
         if self._file is None:
             raise ValueError(f"MetricsJSONL({self.path}) is closed")
-        record: dict[str, Any] = {"step": int(step)}
+        # "time" (Unix seconds) lets tools measure step times and stalls from the log alone.
+        record: dict[str, Any] = {"step": int(step), "time": round(time.time(), 4)}
         for key, value in metrics.items():
-            if key == "step":
-                raise ValueError("metric name 'step' is reserved for the step number")
+            if key in ("step", "time"):
+                raise ValueError(f"metric name '{key}' is reserved")
             record[key] = _clean(key, value)
         # allow_nan=False guarantees valid JSON: _clean already mapped non-finite to None.
         self._file.write(json.dumps(record, allow_nan=False) + "\n")
