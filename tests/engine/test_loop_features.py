@@ -30,6 +30,9 @@ def test_run_directory_contract(tmp_path, tiny):
     assert (d / "checkpoints" / "step-20" / "model.safetensors").is_file()
     lines = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
     assert any("train/loss" in r and r["step"] == 20 for r in lines)
+    mfu = [r["train/mfu"] for r in lines if "train/mfu" in r]
+    assert mfu and all(0 < m < 1 for m in mfu)  # measured against this machine's probed peak
+    assert all(isinstance(r["time"], float) for r in lines)
     assert any("val/loss" in r for r in lines)
     meta = json.loads((d / "meta.json").read_text())
     assert meta["seed"] == 1337 and meta["torch"] == torch.__version__
