@@ -158,6 +158,10 @@ def check_value(key: str, value: Any, tp: Any, meta: Any, where: str) -> Any:
     if origin in (list, types.GenericAlias) or tp is list:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: '{key}' must be a list, got {value!r}.")
+        (item_tp,) = typing.get_args(tp) or (object,)
+        bad = [v for v in value if item_tp is not object and type(v) is not item_tp]
+        if bad:
+            raise ConfigError(f"{where}: '{key}' must be a list of {_type_name(item_tp)}s, got {bad[0]!r} in it.")
     elif tp is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     elif tp in (int, float, str, bool) and (type(value) is not tp):

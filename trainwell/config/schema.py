@@ -50,6 +50,27 @@ class TextDataConfig:
 
 
 @dataclass
+class ArrayDataConfig:
+    """Samples that fit in memory: scikit-learn's bundled data, a folder of images, or a table."""
+
+    name: str = opt("sklearn", "data source", choices=("sklearn", "image_folder", "table"))
+    dataset: str = opt("digits", "bundled scikit-learn dataset (source 'sklearn')",
+                       choices=("digits", "iris", "wine", "breast_cancer", "diabetes"))
+    path: str = opt("", "a folder with one sub-folder of images per class ('image_folder'), "
+                    "or a .csv / .parquet file ('table')")
+    label: str = opt("label", "name of the label column of a table")
+    task: str = opt("auto", "classify, regress, or auto (integer/text labels classify, real numbers regress)",
+                    choices=("auto", "classify", "regress"))
+    image_size: int = opt(0, "resize images to N x N pixels (0 = the size of the first image)", min=0)
+    grayscale: bool = opt(True, "read images as one grey channel (false: RGB)")
+    test_fraction: float = opt(0.2, "share held out as the test split (stratified for classification)",
+                               min=0.05, max=0.5)
+    split_seed: int = opt(0, "seed of the fixed train/test split (recorded in the run)", min=0)
+    standardize: bool = opt(True, "scale features to zero mean and unit variance (train statistics); "
+                            "regression targets too")
+
+
+@dataclass
 class GPTConfig:
     """A GPT-style decoder-only transformer (pre-norm, learned positions)."""
 
@@ -64,8 +85,44 @@ class GPTConfig:
 
 
 @dataclass
-class LMObjectiveConfig:
-    name: str = opt("lm", "objective", choices=("lm",))
+class EncoderConfig(GPTConfig):
+    """A bidirectional transformer encoder (BERT-style): the GPT blocks without the causal mask."""
+
+    name: str = opt("encoder", "model architecture", choices=("encoder",))
+
+
+@dataclass
+class MLPConfig:
+    name: str = opt("mlp", "model architecture", choices=("mlp",))
+    hidden: list[int] = opt([128, 128], "width of each hidden layer")
+    dropout: float = opt(0.1, "dropout probability after each hidden layer", min=0.0, max=1.0)
+
+
+@dataclass
+class CNNConfig:
+    """Conv-BN-ReLU blocks (each followed by 2x2 max-pooling), global average pool, linear head."""
+
+    name: str = opt("cnn", "model architecture", choices=("cnn",))
+    channels: list[int] = opt([32, 64], "output channels of each conv block (two 3x3 convs per block)")
+    dropout: float = opt(0.2, "dropout before the classifier", min=0.0, max=1.0)
+
+
+@dataclass
+class ObjectiveConfig:
+    name: str = opt("lm", "objective: lm (next token), classify (cross-entropy), regress (MSE)",
+                    choices=("lm", "classify", "regress"))
+    label_smoothing: float = opt(0.0, "label smoothing for classify", min=0.0, max=0.5)
+
+
+@dataclass
+class MLMObjectiveConfig:
+    """BERT-style masked-token prediction."""
+
+    name: str = opt("mlm", "objective", choices=("mlm",))
+    mask_prob: float = opt(0.15, "share of tokens chosen for prediction", min=0.01, max=0.9)
+    replace_mask: float = opt(0.8, "of the chosen: share replaced by the mask token", min=0.0, max=1.0)
+    replace_random: float = opt(0.1, "of the chosen: share replaced by a random token (rest unchanged)",
+                                min=0.0, max=1.0)
 
 
 @dataclass
@@ -101,6 +158,8 @@ class TrainConfig:
                                         min=0)
     compile: bool = opt(False, "torch.compile the model")
     device: str = opt("auto", "auto, cpu or cuda", choices=("auto", "cpu", "cuda"))
+    init_from: str = opt("", "start from the model weights of this checkpoint folder (matching names "
+                         "and shapes; e.g. a pretrained encoder)")
     threads: int = opt(0, "CPU threads for torch (0 = torch's default)", min=0)
 
 
@@ -138,7 +197,7 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     data: Any = field(default_factory=TextDataConfig)
     model: Any = field(default_factory=GPTConfig)
-    objective: Any = field(default_factory=LMObjectiveConfig)
+    objective: Any = field(default_factory=ObjectiveConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -150,9 +209,11 @@ class Config:
 # Variant sections: the value of `name` picks the dataclass for the rest of the section.
 # New models, data sources and objectives register here.
 VARIANTS: dict[str, dict[str, type]] = {
-    "data": {"text": TextDataConfig},
-    "model": {"gpt": GPTConfig},
-    "objective": {"lm": LMObjectiveConfig},
+    "data": {"text": TextDataConfig, "sklearn": ArrayDataConfig, "image_folder": ArrayDataConfig,
+             "table": ArrayDataConfig},
+    "model": {"gpt": GPTConfig, "encoder": EncoderConfig, "mlp": MLPConfig, "cnn": CNNConfig},
+    "objective": {"lm": ObjectiveConfig, "classify": ObjectiveConfig, "regress": ObjectiveConfig,
+                  "mlm": MLMObjectiveConfig},
 }
 
 # Sections and keys that do not change the training trajectory: a run may be resumed with

@@ -12,8 +12,11 @@ from typing import Any, Callable
 
 import torch
 
+import numpy as np
+
 from trainwell.config.schema import Config
-from trainwell.objectives import OBJECTIVES, LossOutput
+from trainwell.errors import ConfigError
+from trainwell.objectives import OBJECTIVES, LossOutput, classify_loss
 
 
 @dataclass
@@ -28,6 +31,7 @@ class Job:
     facts: dict[str, Any] = field(default_factory=dict)  # shown in the summary
     eval_extras: Callable[[dict[str, float]], dict[str, float]] = lambda m: {}
     sample: Callable[..., list[str]] | None = None  # (model, prompt, n, length, temperature, top_k, seed)
+    finish: Callable[[torch.nn.Module, Any], dict[str, Any]] | None = None  # (model, run_dir) -> summary extras
     encode: Callable[[str], list[int]] | None = None
     decode: Callable[[list[int]], str] | None = None
 
@@ -41,22 +45,41 @@ def text_job(cfg: Config, device: torch.device) -> Job:
 
     data = cfg.data
     corpus = load_text(data)
-    model = build_model(cfg.model, vocab_size=corpus.vocab_size, context=data.context)
+    masked = cfg.objective.name == "mlm"
+    # MLM adds one id, the mask token, after the corpus vocabulary.
+    model = build_model(cfg.model, vocab_size=corpus.vocab_size + masked, context=data.context)
     if getattr(model, "context", data.context) < data.context:
-        from trainwell.errors import ConfigError
-
         raise ConfigError(f"model.context = {model.context} is shorter than data.context = {data.context}; "
                           f"raise model.context or set it to 0 (= data.context).")
     model.to(device)
-    source = TokenWindows(corpus.train, context=data.context, batch_size=cfg.train.batch_size,
-                          seed=cfg.train.seed)
+    source: Any = TokenWindows(corpus.train, context=data.context, batch_size=cfg.train.batch_size,
+                               seed=cfg.train.seed)
     evals = eval_batches(corpus.val, context=data.context, batch_size=cfg.train.batch_size,
                          batches=cfg.eval.batches)
-    unigram = corpus.unigram_nats
+    facts: dict[str, Any] = {"parameters": sum(p.numel() for p in model.parameters()),
+                             "vocab_size": corpus.vocab_size, "data": corpus.info}
+    if masked:
+        from trainwell.data.masking import MaskedWindows, mask_fixed
+
+        o = cfg.objective
+        kw = dict(mask_id=corpus.vocab_size, vocab_size=corpus.vocab_size, prob=o.mask_prob,
+                  replace_mask=o.replace_mask, replace_random=o.replace_random)
+        source = MaskedWindows(source, seed=cfg.train.seed, **kw)
+        evals = mask_fixed(evals, seed=12345, **kw)
+        # the baseline: always predict the most frequent training character
+        top = int(np.bincount(corpus.train).argmax())
+        facts["unigram_val_accuracy"] = round(float((corpus.val == top).mean()), 4)
+        return Job(model=model, source=source, objective=OBJECTIVES["mlm"], eval_batches=evals,
+                   units="tokens", flops_per_unit=gpt_flops_per_token(model),
+                   batches_per_epoch=source.batches_per_epoch(), facts=facts)
+    if cfg.model.name != "gpt":
+        raise ConfigError(f"objective 'lm' predicts the next token and needs model.name = 'gpt', not "
+                          f"'{cfg.model.name}'.")
+
     # the baseline a text model must beat: character frequencies alone
+    unigram = corpus.unigram_nats
     facts = {"unigram_val_loss": round(unigram, 4), "unigram_val_bpc": round(bits_per_char(unigram), 4),
-             "parameters": sum(p.numel() for p in model.parameters()), "vocab_size": corpus.vocab_size,
-             "data": corpus.info}
+             **facts}
 
     def extras(m: dict[str, float]) -> dict[str, float]:
         return {"val/bpc": bits_per_char(m["val/loss"])}
@@ -75,7 +98,40 @@ def text_job(cfg: Config, device: torch.device) -> Job:
                sample=sample, encode=encode, decode=corpus.decode)
 
 
-JOBS: dict[str, Callable[[Config, torch.device], Job]] = {"text": text_job}
+def array_job(cfg: Config, device: torch.device) -> Job:
+    """Supervised learning on in-memory samples: classification or regression."""
+    from trainwell.data.arrays import load_arrays
+    from trainwell.data.samples import ArrayBatches, fixed_batches
+    from trainwell.engine.supervised import baseline, finish_classify, regress_extras
+    from trainwell.models.registry import build_model
+
+    ds = load_arrays(cfg.data)
+    from trainwell.engine.unsupervised import UNSUPERVISED
+
+    if cfg.objective.name in UNSUPERVISED:
+        return UNSUPERVISED[cfg.objective.name](cfg, device, ds)
+    wanted = "classify" if ds.task == "classify" else "regress"
+    if cfg.objective.name != wanted:
+        raise ConfigError(f"the data is a {ds.task} task but objective.name = '{cfg.objective.name}'; "
+                          f"set objective.name = '{wanted}'.")
+    out = len(ds.classes) if ds.task == "classify" else 1
+    model = build_model(cfg.model, feature_shape=ds.feature_shape, out_features=out).to(device)
+    source = ArrayBatches(ds.x_train, ds.y_train, batch_size=cfg.train.batch_size, seed=cfg.train.seed)
+    evals = fixed_batches(ds.x_test, ds.y_test, 256)
+    facts = {"parameters": sum(p.numel() for p in model.parameters()), "data": ds.info, **baseline(ds)}
+    if ds.task == "classify":
+        ls = cfg.objective.label_smoothing
+        return Job(model=model, source=source, eval_batches=evals, units="samples",
+                   objective=lambda m, b: classify_loss(m, b, label_smoothing=ls),
+                   batches_per_epoch=source.batches_per_epoch(), facts=facts,
+                   finish=lambda m, run_dir: finish_classify(m, ds, evals, run_dir))
+    return Job(model=model, source=source, objective=OBJECTIVES["regress"], eval_batches=evals,
+               units="samples", batches_per_epoch=source.batches_per_epoch(), facts=facts,
+               eval_extras=lambda m: regress_extras(m, ds))
+
+
+JOBS: dict[str, Callable[[Config, torch.device], Job]] = {
+    "text": text_job, "sklearn": array_job, "image_folder": array_job, "table": array_job}
 
 
 def build_job(cfg: Config, device: torch.device) -> Job:
@@ -87,20 +143,20 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 
 
 def evaluate(job: Job, device: torch.device, autocast: Callable[[], Any]) -> dict[str, float]:
-    """Mean validation loss over the fixed eval batches (weighted by units), plus extras."""
+    """Unit-weighted means of the loss and the objective's metrics over the eval batches."""
     model = job.model
     was_training = model.training
     model.eval()
-    total, units = 0.0, 0
+    sums: dict[str, float] = {}
+    units = 0
     with torch.no_grad():
         for batch in job.eval_batches:
             with autocast():
                 out = job.objective(model, to_device(batch, device))
-            total += float(out.loss) * out.units
+            for key, value in {"loss": out.loss, **out.metrics}.items():
+                sums[key] = sums.get(key, 0.0) + float(value) * out.units
             units += out.units
     model.train(was_training)
-    metrics = {"val/loss": total / max(units, 1)}
+    metrics = {f"val/{k}": v / max(units, 1) for k, v in sums.items()}
     metrics.update(job.eval_extras(metrics))
     return metrics
-
-

@@ -231,6 +231,7 @@ def finish(cfg: Config, run_dir: Path, job: Job, loop: LoopState, last_val: dict
                              cfg.eval.temperature, cfg.eval.top_k, cfg.train.seed)
         (run_dir / "samples.txt").write_text(
             "".join(f"--- sample {i + 1} ---\n{s}\n" for i, s in enumerate(samples)), encoding="utf-8")
+    extra = job.finish(job.model, run_dir) if job.finish is not None else {}
     summary = {"steps": loop.step,
                **{k.replace("/", "_"): round(v, 4) for k, v in last_val.items()},
                "best_val_loss": loop.best_val, "best_step": loop.best_step,
@@ -238,7 +239,7 @@ def finish(cfg: Config, run_dir: Path, job: Job, loop: LoopState, last_val: dict
                f"{job.units}_seen": loop.units_seen, "train_seconds": round(loop.train_seconds, 2),
                "wall_seconds": round(wall_s, 2),
                "time_to_first_step_s": round(first_step_s, 3) if first_step_s else None,
-               **job.facts}
+               **job.facts, **extra}
     write_json(run_dir / "summary.json", summary)
     if cfg.log.plots:
         from trainwell.track.plots import draw_plots

@@ -29,9 +29,9 @@ class LayerNorm(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: GPTConfig, causal: bool):
         super().__init__()
-        self.n_head, self.dropout = cfg.n_head, cfg.dropout
+        self.n_head, self.dropout, self.causal = cfg.n_head, cfg.dropout, causal
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.resid_drop = nn.Dropout(cfg.dropout)
@@ -41,7 +41,7 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x).split(C, dim=2)
         # (B, T, C) -> (B, heads, T, C/heads)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal,
                                            dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_drop(self.proj(y))
@@ -59,9 +59,9 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: GPTConfig, causal: bool = True):
         super().__init__()
-        self.ln1, self.attn = LayerNorm(cfg.n_embd, cfg.bias), Attention(cfg)
+        self.ln1, self.attn = LayerNorm(cfg.n_embd, cfg.bias), Attention(cfg, causal)
         self.ln2, self.mlp = LayerNorm(cfg.n_embd, cfg.bias), MLP(cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -70,7 +70,9 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, cfg: GPTConfig, vocab_size: int):
+    """Decoder-only LM (causal=True) or, with causal=False, a BERT-style bidirectional encoder."""
+
+    def __init__(self, cfg: GPTConfig, vocab_size: int, causal: bool = True):
         super().__init__()
         if cfg.n_embd % cfg.n_head:
             raise ValueError(f"model.n_embd={cfg.n_embd} must be divisible by model.n_head={cfg.n_head}")
@@ -78,7 +80,7 @@ class GPT(nn.Module):
         self.tok_emb = nn.Embedding(vocab_size, cfg.n_embd)
         self.pos_emb = nn.Embedding(cfg.context, cfg.n_embd)
         self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.blocks = nn.ModuleList(Block(cfg, causal) for _ in range(cfg.n_layer))
         self.ln_f = LayerNorm(cfg.n_embd, cfg.bias)
         self.lm_head = nn.Linear(cfg.n_embd, vocab_size, bias=False)
         if cfg.tie_embeddings:
@@ -111,12 +113,12 @@ class GPT(nn.Module):
         return self.lm_head(self.ln_f(x))
 
 
-def build_gpt(cfg: GPTConfig, *, vocab_size: int, context: int) -> GPT:
+def build_gpt(cfg: GPTConfig, *, vocab_size: int, context: int, **_: object) -> GPT:
     if cfg.context == 0:
         from dataclasses import replace
 
         cfg = replace(cfg, context=context)
-    return GPT(cfg, vocab_size)
+    return GPT(cfg, vocab_size, causal=cfg.name != "encoder")
 
 
 def gpt_flops_per_token(model: GPT) -> float:

@@ -1,0 +1,61 @@
+"""A stateful source of mini-batches over in-memory samples.
+
+Each epoch visits the training samples in an order drawn from ``(seed, epoch)`` alone, so the
+position in the data is two integers, ``(epoch, index)``, exactly as for token windows: the
+checkpoint stores them and a resumed run draws the same next batch. The last batch of an epoch
+may be smaller (no sample is skipped).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class ArrayBatches:
+    def __init__(self, x: np.ndarray, y: np.ndarray, *, batch_size: int, seed: int,
+                 rank: int = 0, world_size: int = 1):
+        if len(x) == 0:
+            raise ValueError("no samples")
+        self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
+        self.batch_size, self.seed = batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.index = 0, 0
+        self._order_epoch, self._order = -1, torch.empty(0, dtype=torch.long)
+
+    def batches_per_epoch(self) -> int:
+        return math.ceil(len(self.x) / (self.batch_size * self.world_size))
+
+    def _order_for(self, epoch: int) -> torch.Tensor:
+        if self._order_epoch != epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._order, self._order_epoch = torch.randperm(len(self.x), generator=g), epoch
+        return self._order
+
+    def __iter__(self) -> "ArrayBatches":
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        if self.index >= self.batches_per_epoch():
+            self.epoch, self.index = self.epoch + 1, 0
+        order = self._order_for(self.epoch)
+        start = (self.index * self.world_size + self.rank) * self.batch_size
+        idx = order[start:start + self.batch_size]
+        self.index += 1
+        return {"input": self.x[idx], "target": self.y[idx]}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "index": self.index, "seed": self.seed, "batch_size": self.batch_size}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.index = int(state["epoch"]), int(state["index"])
+
+
+def fixed_batches(x: np.ndarray, y: np.ndarray, batch_size: int) -> list[dict[str, torch.Tensor]]:
+    """The whole split in order, for evaluation."""
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    return [{"input": xt[i:i + batch_size], "target": yt[i:i + batch_size]}
+            for i in range(0, len(xt), batch_size)]
