@@ -18,16 +18,29 @@ from trainwell.checkpoint import list_checkpoints
 
 STEPS = 300
 
+# (recipe, overrides beyond the tiny text setup or None for non-text recipes)
+CASES = {
+    "gpt": ("default", dict(model__dropout=0.1, train__grad_accum=2)),
+    "mlm": ("code_mlm", dict(model__dropout=0.1)),
+    "cnn": ("digits_cnn", None),
+    "mlp": ("diabetes_mlp", None),
+}
+
 
 def start(args: list[str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "trainwell", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, env={**os.environ})
 
 
-def sets(tiny) -> list[str]:
+def sets(tiny, extra) -> list[str]:
     # dropout exercises the RNG streams; grad_accum the micro-batch boundary; eval the val path.
-    flat = tiny(train__steps=STEPS, model__dropout=0.1, train__grad_accum=2, checkpoint__every=7,
-                eval__every=50, eval__samples=0, log__tensorboard=False, log__plots=False)
+    common = dict(train__steps=STEPS, checkpoint__every=7, eval__every=50, log__tensorboard=False,
+                  log__plots=False)
+    if extra is None:  # in-memory datasets: only the loop settings
+        flat = [f"{k.replace('__', '.')}={str(v).lower() if isinstance(v, bool) else v}"
+                for k, v in {**common, "train__epochs": 0, "train__threads": 1}.items()]
+    else:
+        flat = tiny(eval__samples=0, **common, **extra)
     return [a for s in flat for a in ("--set", s)]
 
 
@@ -44,9 +57,11 @@ def assert_identical(a: dict, b: dict) -> None:
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path, tiny):
+@pytest.mark.parametrize("case", list(CASES))
+def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path, tiny, case):
+    recipe, extra = CASES[case]
     ref, killed = tmp_path / "ref", tmp_path / "killed"
-    args = sets(tiny)
+    args = [recipe, *sets(tiny, extra)]
     done = subprocess.run([sys.executable, "-m", "trainwell", "train", "--run-dir", str(ref), *args],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr

@@ -71,3 +71,14 @@ def test_weight_decay_only_on_matrices():
     decay, no_decay = opt.param_groups
     assert all(p.dim() >= 2 for p in decay["params"]) and no_decay["weight_decay"] == 0.0
     assert all(p.dim() < 2 for p in no_decay["params"])
+
+
+def test_peak_probe_leaves_global_rng_alone(tmp_path, monkeypatch):
+    from trainwell.engine.peak import peak_flops
+
+    monkeypatch.setenv("TRAINWELL_CACHE", str(tmp_path))
+    torch.manual_seed(3)
+    expected = torch.rand(3)
+    torch.manual_seed(3)
+    assert peak_flops(torch.device("cpu"), torch.float32) > 1e9  # a real probe: the cache is empty
+    assert torch.equal(torch.rand(3), expected)

@@ -143,11 +143,14 @@ def read_table(path: str, label: str) -> tuple[np.ndarray, np.ndarray, list[str]
 
 
 def decide_task(y: np.ndarray, requested: str) -> str:
+    """Text and booleans classify; numbers classify only when they are whole and take few values
+    (at most 50), otherwise they are a quantity to regress. data.task overrides the guess."""
     if requested != "auto":
         return requested
-    if y.dtype.kind in "iubOU":
+    if y.dtype.kind in "bOUS":
         return "classify"
-    return "classify" if np.all(np.mod(y, 1) == 0) and len(np.unique(y)) <= 50 else "regress"
+    whole = y.dtype.kind in "iu" or bool(np.all(np.mod(y, 1) == 0))
+    return "classify" if whole and len(np.unique(y)) <= 50 else "regress"
 
 
 def load_arrays(cfg: ArrayDataConfig) -> ArrayDataset:

@@ -77,6 +77,7 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, branch_from: Path
 
     # ---- build: model + source + objective (the Job), optimizer, precision
     job = build_job(cfg, device)
+    init_note = init_weights(job.model, Path(cfg.train.init_from)) if cfg.train.init_from else None
     optimizer = build_optimizer(job.model, cfg.optim, device)
     precision = Precision(cfg.train.precision, device)
     if cfg.train.activation_checkpointing:
@@ -133,6 +134,8 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, branch_from: Path
             ckpt.prune(ckpt_root, keep_last=cfg.checkpoint.keep, keep_best=cfg.checkpoint.keep_best)
         return target
 
+    if init_note:
+        progress.message(init_note)
     if restored_from:
         progress.message(f"resumed from {restored_from} at step {loop.step}")
     progress.message(f"run directory: {run_dir}")
@@ -154,7 +157,7 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, branch_from: Path
                         out = job.objective(step_model, batch)
                     precision.backward(out.loss / cfg.train.grad_accum)
                     loss_sum += out.loss.item()
-                    units += out.units
+                    units += out.processed or out.units
                 loss = loss_sum / cfg.train.grad_accum
                 if not math.isfinite(loss):
                     raise diverged("loss", loss, step + 1, ckpt_root)
@@ -303,6 +306,26 @@ def restore(path: Path, app_state: dict[str, Any], cfg: Config, *, same_config: 
         raise CheckpointError(f"checkpoint {path} does not fit this run ({first}); it was written for a "
                               f"different model, optimizer or data setup.") from None
     return path
+
+
+def init_weights(model: torch.nn.Module, path: Path) -> str:
+    """Copy every weight of a checkpoint whose name and shape match (transfer learning)."""
+    ckpt.verify(path)
+    saved = ckpt.load_entry(path, "model")
+    own = model.state_dict()
+    matched = {k: v for k, v in saved.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    if not matched:
+        raise CheckpointError(f"train.init_from = {path}: no weight of that checkpoint matches this model's "
+                              f"names and shapes; it holds a different architecture.")
+    model.load_state_dict(matched, strict=False)
+    skipped = sorted(set(saved) - set(matched))
+    fresh = sorted(set(own) - set(matched))
+    note = f"initialised {len(matched)}/{len(own)} weights from {path}"
+    if skipped:
+        note += f"; skipped {len(skipped)} that do not fit (e.g. {skipped[0]})"
+    if fresh:
+        note += f"; {len(fresh)} start fresh (e.g. {fresh[0]})"
+    return note
 
 
 def check_model_fits(path: Path, model: torch.nn.Module) -> None:

@@ -35,8 +35,10 @@ def cache_file() -> Path:
 
 def probe(device: torch.device, dtype: torch.dtype, n: int = 2048, seconds: float = 0.3) -> float:
     """FLOP/s of an n x n matmul, best of repeated timings after a warm-up."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
+    # a private generator: probing must not move the global RNG (that would break exact resume)
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
+    b = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(2):
         a @ b

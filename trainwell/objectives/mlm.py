@@ -21,4 +21,5 @@ def mlm_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> LossOutp
     picked = logits[chosen].float()  # (M, V+1): only the masked positions cost softmax work
     loss = F.cross_entropy(picked, target[chosen])
     accuracy = (picked.argmax(dim=-1) == target[chosen]).float().mean()
-    return LossOutput(loss=loss, units=int(chosen.sum()), metrics={"accuracy": accuracy})
+    return LossOutput(loss=loss, units=int(chosen.sum()), metrics={"accuracy": accuracy},
+                      processed=target.numel())
