@@ -24,6 +24,8 @@ CASES = {
     "mlm": ("code_mlm", dict(model__dropout=0.1)),
     "cnn": ("digits_cnn", None),
     "mlp": ("diabetes_mlp", None),
+    "simclr": ("digits_cluster", None),
+    "flow": ("digits_density", None),
 }
 
 

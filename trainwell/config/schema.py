@@ -82,6 +82,8 @@ class GPTConfig:
     dropout: float = opt(0.0, "dropout probability", min=0.0, max=1.0)
     bias: bool = opt(False, "bias terms in linear layers and layer norms")
     tie_embeddings: bool = opt(True, "share the token embedding with the output layer")
+    position: str = opt("learned", "position information: learned absolute embeddings, or rotary "
+                        "(RoPE, relative positions inside attention)", choices=("learned", "rope"))
 
 
 @dataclass
@@ -89,6 +91,10 @@ class EncoderConfig(GPTConfig):
     """A bidirectional transformer encoder (BERT-style): the GPT blocks without the causal mask."""
 
     name: str = opt("encoder", "model architecture", choices=("encoder",))
+    # Without a causal mask, attention has no built-in sense of order; learned absolute positions
+    # left the encoder on a unigram plateau for 600+ steps in code_mlm, rotary ones do not.
+    position: str = opt("rope", "position information: learned absolute embeddings, or rotary "
+                        "(RoPE, relative positions inside attention)", choices=("learned", "rope"))
 
 
 @dataclass
@@ -206,14 +212,70 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
 
 
+@dataclass
+class RealNVPConfig:
+    """RealNVP normalizing flow (affine couplings, alternating pixel masks): exact likelihood."""
+
+    name: str = opt("realnvp", "model architecture", choices=("realnvp",))
+    couplings: int = opt(8, "affine coupling layers", min=2)
+    hidden: int = opt(256, "width of each coupling's MLP", min=1)
+    depth: int = opt(2, "hidden layers of each coupling's MLP", min=1)
+    dropout: float = opt(0.0, "dropout inside the coupling MLPs", min=0.0, max=1.0)
+    alpha: float = opt(0.05, "logit preprocessing squeezes pixels into [alpha, 1 - alpha] first",
+                       min=1e-6, max=0.4)
+
+
+@dataclass
+class DensityObjectiveConfig:
+    """Negative log-likelihood of uniformly dequantized pixels, reported in bits per dimension."""
+
+    name: str = opt("density", "objective", choices=("density",))
+    val_fraction: float = opt(0.1, "share of the training split held out to pick the best checkpoint "
+                              "and the GMM baseline's component count", min=0.05, max=0.5)
+    gmm_components: list[int] = opt([1, 2, 5, 10, 20], "component counts tried for the full-covariance "
+                                    "GaussianMixture baseline")
+    test_noise_seed: int = opt(12345, "seed of the one dequantization-noise draw for validation and test",
+                               min=0)
+    samples: int = opt(64, "model samples drawn into plots/samples.png", min=0)
+
+
+@dataclass
+class EmbedCNNConfig:
+    """Image encoder (conv blocks -> flatten -> linear) plus a projection head, for contrastive learning."""
+
+    name: str = opt("embed_cnn", "model architecture", choices=("embed_cnn",))
+    channels: list[int] = opt([32, 64], "output channels of each conv block (two 3x3 convs, then 2x2 max-pool)")
+    embed_dim: int = opt(128, "width of the representation h (encoder output)", min=1)
+    proj_dim: int = opt(64, "width of the projection z = head(h) that the contrastive loss sees", min=1)
+
+
+@dataclass
+class SimCLRObjectiveConfig:
+    """SimCLR: NT-Xent between two augmented views of each image; k-means on the learned embedding."""
+
+    name: str = opt("simclr", "objective", choices=("simclr",))
+    temperature: float = opt(0.5, "softmax temperature of the NT-Xent loss", min=0.01, max=10.0)
+    rotate_deg: float = opt(15.0, "augmentation: random rotation in [-r, r] degrees", min=0.0, max=180.0)
+    scale: float = opt(0.1, "augmentation: random zoom in [1 - s, 1 + s]", min=0.0, max=0.9)
+    shift_px: float = opt(1.0, "augmentation: random shift in [-p, p] pixels per axis", min=0.0)
+    noise: float = opt(0.1, "augmentation: std of Gaussian pixel noise (standardised units)", min=0.0)
+    pixel_drop: float = opt(0.1, "augmentation: share of pixels set to the background", min=0.0, max=0.9)
+    clusters: int = opt(0, "k-means clusters (0 = the number of classes)", min=0)
+    cluster_on: str = opt("projection", "what k-means clusters (L2-normalised): the projection z or the "
+                          "encoder output h", choices=("projection", "encoder"))
+    eval_seed: int = opt(12345, "seed of the one augmentation draw for validation views", min=0)
+
+
 # Variant sections: the value of `name` picks the dataclass for the rest of the section.
 # New models, data sources and objectives register here.
 VARIANTS: dict[str, dict[str, type]] = {
     "data": {"text": TextDataConfig, "sklearn": ArrayDataConfig, "image_folder": ArrayDataConfig,
              "table": ArrayDataConfig},
-    "model": {"gpt": GPTConfig, "encoder": EncoderConfig, "mlp": MLPConfig, "cnn": CNNConfig},
+    "model": {"gpt": GPTConfig, "encoder": EncoderConfig, "mlp": MLPConfig, "cnn": CNNConfig,
+              "realnvp": RealNVPConfig, "embed_cnn": EmbedCNNConfig},
     "objective": {"lm": ObjectiveConfig, "classify": ObjectiveConfig, "regress": ObjectiveConfig,
-                  "mlm": MLMObjectiveConfig},
+                  "mlm": MLMObjectiveConfig, "density": DensityObjectiveConfig,
+                  "simclr": SimCLRObjectiveConfig},
 }
 
 # Sections and keys that do not change the training trajectory: a run may be resumed with

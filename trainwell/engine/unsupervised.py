@@ -10,3 +10,5 @@ from typing import Any, Callable
 
 # objective name -> builder(cfg, device, dataset) -> Job
 UNSUPERVISED: dict[str, Callable[..., Any]] = {}
+from trainwell.engine.density import density_job; UNSUPERVISED["density"] = density_job  # noqa: E402,E702
+from trainwell.engine.cluster import simclr_job; UNSUPERVISED["simclr"] = simclr_job  # noqa: E402,E702

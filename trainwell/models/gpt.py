@@ -28,10 +28,31 @@ class LayerNorm(nn.Module):
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
 
 
+def rotary_tables(context: int, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin of position * frequency, (T, head_dim/2), as in RoFormer (Su et al. 2021)."""
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2).float() / head_dim))
+    angles = torch.outer(torch.arange(context).float(), inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each (even, odd) feature pair of x (B, H, T, D) by its position's angle."""
+    T = x.shape[-2]
+    cos, sin = cos[:T].to(x.dtype), sin[:T].to(x.dtype)
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: GPTConfig, causal: bool):
         super().__init__()
         self.n_head, self.dropout, self.causal = cfg.n_head, cfg.dropout, causal
+        self.rotary = cfg.position == "rope"
+        if self.rotary:
+            cos, sin = rotary_tables(cfg.context, cfg.n_embd // cfg.n_head)
+            # derived from the config, so not saved in checkpoints (persistent=False)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.resid_drop = nn.Dropout(cfg.dropout)
@@ -41,6 +62,8 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x).split(C, dim=2)
         # (B, T, C) -> (B, heads, T, C/heads)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if self.rotary:
+            q, k = apply_rotary(q, self.rope_cos, self.rope_sin), apply_rotary(k, self.rope_cos, self.rope_sin)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal,
                                            dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
@@ -78,7 +101,7 @@ class GPT(nn.Module):
             raise ValueError(f"model.n_embd={cfg.n_embd} must be divisible by model.n_head={cfg.n_head}")
         self.context = cfg.context
         self.tok_emb = nn.Embedding(vocab_size, cfg.n_embd)
-        self.pos_emb = nn.Embedding(cfg.context, cfg.n_embd)
+        self.pos_emb = nn.Embedding(cfg.context, cfg.n_embd) if cfg.position == "learned" else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg, causal) for _ in range(cfg.n_layer))
         self.ln_f = LayerNorm(cfg.n_embd, cfg.bias)
@@ -106,8 +129,10 @@ class GPT(nn.Module):
         T = idx.shape[1]
         if T > self.context:
             raise ValueError(f"sequence of {T} tokens is longer than the model context {self.context}")
-        pos = torch.arange(T, device=idx.device)
-        x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))
+        x = self.tok_emb(idx)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(torch.arange(T, device=idx.device))
+        x = self.drop(x)
         for block in self.blocks:
             x = block(x)
         return self.lm_head(self.ln_f(x))
@@ -125,7 +150,9 @@ def gpt_flops_per_token(model: GPT) -> float:
     """Training FLOPs per token: 6 * non-embedding params + attention (PaLM appendix B)."""
     # parameters() yields a tied weight once; it then stands for the output matmul, while an
     # untied input embedding is a lookup (no FLOPs) and is left out.
-    n = sum(p.numel() for p in model.parameters()) - model.pos_emb.weight.numel()
+    n = sum(p.numel() for p in model.parameters())
+    if model.pos_emb is not None:
+        n -= model.pos_emb.weight.numel()
     if model.lm_head.weight is not model.tok_emb.weight:
         n -= model.tok_emb.weight.numel()
     L = len(model.blocks)
