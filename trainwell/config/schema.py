@@ -72,7 +72,7 @@ class ArrayDataConfig:
 
 @dataclass
 class GPTConfig:
-    """A GPT-style decoder-only transformer (pre-norm, learned positions)."""
+    """A GPT-style decoder-only transformer (pre-norm; learned or rotary positions)."""
 
     name: str = opt("gpt", "model architecture", choices=("gpt",))
     n_layer: int = opt(4, "transformer blocks", min=1)
