@@ -266,14 +266,47 @@ class SimCLRObjectiveConfig:
     eval_seed: int = opt(12345, "seed of the one augmentation draw for validation views", min=0)
 
 
+@dataclass
+class GymDataConfig:
+    """Experience from a gymnasium environment, collected by the policy being trained."""
+
+    name: str = opt("gym", "data source", choices=("gym",))
+    env_id: str = opt("CartPole-v1", "any registered gymnasium environment id")
+    num_envs: int = opt(8, "environments stepped in parallel (gymnasium vector API)", min=1)
+    rollout_steps: int = opt(32, "steps per environment in each rollout", min=1)
+    total_env_steps: int = opt(50_000, "environment steps to train for (sets the optimizer steps)", min=1)
+    gamma: float = opt(0.98, "discount factor", min=0.0, max=1.0)
+    gae_lambda: float = opt(0.8, "GAE lambda", min=0.0, max=1.0)
+    update_epochs: int = opt(20, "passes over each rollout", min=1)
+    minibatch_size: int = opt(256, "samples per minibatch (one optimizer step each)", min=1)
+    eval_episodes: int = opt(10, "deterministic-policy episodes per evaluation", min=1)
+    eval_seed: int = opt(100_000, "first seed of the evaluation episodes (separate from training)", min=0)
+
+
+@dataclass
+class ActorCriticConfig:
+    name: str = opt("actor_critic", "model architecture", choices=("actor_critic",))
+    hidden: list[int] = opt([64, 64], "hidden widths of the actor and of the critic (tanh)")
+
+
+@dataclass
+class PPOObjectiveConfig:
+    name: str = opt("ppo", "objective", choices=("ppo",))
+    clip: float = opt(0.2, "clip range of the probability ratio (and of the value change)", min=0.0)
+    vf_coef: float = opt(0.5, "weight of the value loss", min=0.0)
+    ent_coef: float = opt(0.0, "weight of the entropy bonus", min=0.0)
+    clip_value: bool = opt(True, "clip the value loss like the policy ratio")
+    norm_adv: bool = opt(True, "normalise advantages per minibatch")
+
+
 # Variant sections: the value of `name` picks the dataclass for the rest of the section.
 # New models, data sources and objectives register here.
 VARIANTS: dict[str, dict[str, type]] = {
-    "data": {"text": TextDataConfig, "sklearn": ArrayDataConfig, "image_folder": ArrayDataConfig,
+    "data": {"text": TextDataConfig, "gym": GymDataConfig, "sklearn": ArrayDataConfig, "image_folder": ArrayDataConfig,
              "table": ArrayDataConfig},
-    "model": {"gpt": GPTConfig, "encoder": EncoderConfig, "mlp": MLPConfig, "cnn": CNNConfig,
+    "model": {"actor_critic": ActorCriticConfig, "gpt": GPTConfig, "encoder": EncoderConfig, "mlp": MLPConfig, "cnn": CNNConfig,
               "realnvp": RealNVPConfig, "embed_cnn": EmbedCNNConfig},
-    "objective": {"lm": ObjectiveConfig, "classify": ObjectiveConfig, "regress": ObjectiveConfig,
+    "objective": {"ppo": PPOObjectiveConfig, "lm": ObjectiveConfig, "classify": ObjectiveConfig, "regress": ObjectiveConfig,
                   "mlm": MLMObjectiveConfig, "density": DensityObjectiveConfig,
                   "simclr": SimCLRObjectiveConfig},
 }

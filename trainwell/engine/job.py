@@ -32,6 +32,9 @@ class Job:
     eval_extras: Callable[[dict[str, float]], dict[str, float]] = lambda m: {}
     sample: Callable[..., list[str]] | None = None  # (model, prompt, n, length, temperature, top_k, seed)
     finish: Callable[[torch.nn.Module, Any], dict[str, Any]] | None = None  # (model, run_dir) -> summary extras
+    evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None  # replaces eval_batches (RL episodes)
+    train_metrics: Callable[[], dict[str, float]] | None = None  # extra values logged with train/loss
+    total_steps: int | None = None  # optimizer steps implied by the data (RL: env steps), over train.steps
     encode: Callable[[str], list[int]] | None = None
     decode: Callable[[list[int]], str] | None = None
 
@@ -130,8 +133,14 @@ def array_job(cfg: Config, device: torch.device) -> Job:
                eval_extras=lambda m: regress_extras(m, ds))
 
 
+def gym_job(cfg: Config, device: torch.device) -> Job:
+    from trainwell.engine.rl import ppo_job
+
+    return ppo_job(cfg, device)
+
+
 JOBS: dict[str, Callable[[Config, torch.device], Job]] = {
-    "text": text_job, "sklearn": array_job, "image_folder": array_job, "table": array_job}
+    "text": text_job, "gym": gym_job, "sklearn": array_job, "image_folder": array_job, "table": array_job}
 
 
 def build_job(cfg: Config, device: torch.device) -> Job:
@@ -144,6 +153,8 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 
 def evaluate(job: Job, device: torch.device, autocast: Callable[[], Any]) -> dict[str, float]:
     """Unit-weighted means of the loss and the objective's metrics over the eval batches."""
+    if job.evaluate is not None:
+        return job.evaluate(job.model)
     model = job.model
     was_training = model.training
     model.eval()

@@ -57,6 +57,8 @@ def seed_everything(seed: int) -> None:
 
 
 def total_steps(cfg: Config, job: Job) -> int:
+    if job.total_steps:
+        return job.total_steps
     if cfg.train.epochs:
         return max(1, cfg.train.epochs * job.batches_per_epoch // cfg.train.grad_accum)
     return cfg.train.steps
@@ -185,14 +187,17 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, branch_from: Path
                         values["train/grad_norm"] = grad_norm
                     if peak:
                         values["train/mfu"] = job.flops_per_unit * rate / peak
+                    values.update({f"train/{k}": float(v) for k, v in out.metrics.items()})
+                    if job.train_metrics is not None:
+                        values.update(job.train_metrics())
                     log(loop.step, values)
                     progress.update(loop.step, values)
 
                 val_loss = None
                 if (cfg.eval.every and loop.step % cfg.eval.every == 0) or loop.step == steps:
                     last_val = evaluate(job, device, precision.autocast)
-                    val_loss = last_val["val/loss"]
-                    if loop.best_val is None or val_loss < loop.best_val:
+                    val_loss = last_val.get("val/loss")
+                    if val_loss is not None and (loop.best_val is None or val_loss < loop.best_val):
                         loop.best_val, loop.best_step = val_loss, loop.step
                     log(loop.step, last_val)
                     progress.message("step {}: {}".format(

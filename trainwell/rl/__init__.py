@@ -1,0 +1,1 @@
+"""Reinforcement learning: environments, rollout sources, advantage estimation."""
