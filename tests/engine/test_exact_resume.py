@@ -26,8 +26,8 @@ CASES = {
     "mlp": ("diabetes_mlp", None),
     "simclr": ("digits_cluster", None),
     "flow": ("digits_density", None),
-    # 4,096 env steps = 16 rollouts x 20 updates = 320 optimizer steps; evaluation on 2 episodes
-    "ppo": ("cartpole_ppo", {"data.total_env_steps": 4096, "data.eval_episodes": 2}),
+    # 4,000 env steps = 20 rollouts of 200 x 20 updates = 400 optimizer steps; 2 eval episodes
+    "ppo": ("cartpole_ppo", {"data.total_env_steps": 4000, "data.eval_episodes": 2, "eval.stop_metric": "''"}),
 }
 
 
@@ -76,7 +76,7 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path, tiny, c
     assert done.returncode == 0, done.stderr
 
     rng = random.Random(os.getpid() ^ int(time.time()))
-    total = STEPS if case != "ppo" else 320
+    total = STEPS if case != "ppo" else 400
     kills = 0
     cmd = ["train", "--run-dir", str(killed), *args]
     for attempt in range(3):

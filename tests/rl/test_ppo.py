@@ -6,7 +6,7 @@ import torch
 import trainwell
 from trainwell.rl.gae import gae
 
-QUICK = ["log.progress=off", "log.tensorboard=false", "log.plots=false", "data.total_env_steps=2048",
+QUICK = ["log.progress=off", "log.tensorboard=false", "log.plots=false", "data.total_env_steps=2000", "eval.stop_metric=''",
          "data.eval_episodes=2", "eval.every=40", "checkpoint.every=40"]
 
 
@@ -42,7 +42,7 @@ def test_gae_matches_definition_with_terminations_and_truncations():
 def test_ppo_cartpole_tiny(tmp_path):
     res = trainwell.train("cartpole_ppo", QUICK, run_dir=tmp_path / "ppo")
     s = res.summary
-    assert s["steps"] == (2048 // 256) * 20 and "val_return" in s and s["val_return"] > 0
+    assert s["steps"] == (2000 // 200) * 20 and "val_return" in s and s["val_return"] > 0
     lines = [json.loads(x) for x in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
     logged = set().union(*lines)
     for key in ("train/approx_kl", "train/clip_frac", "train/entropy", "train/value_loss", "rl/env_steps",

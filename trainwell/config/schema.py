@@ -178,6 +178,11 @@ class EvalConfig:
     prompt: str = opt("def ", "prompt the samples start from")
     temperature: float = opt(0.8, "sampling temperature", min=0.0)
     top_k: int = opt(0, "sample from the k most likely tokens (0 = all)", min=0)
+    stop_metric: str = opt("", "stop training once this evaluation metric reaches eval.stop_at "
+                           "(e.g. 'val/return'; '' = never stop early)")
+    stop_at: float = opt(0.0, "threshold for eval.stop_metric")
+    stop_mode: str = opt("max", "max: stop when the metric >= stop_at; min: when <= stop_at",
+                         choices=("max", "min"))
 
 
 @dataclass

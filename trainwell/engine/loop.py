@@ -193,9 +193,10 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, branch_from: Path
                     log(loop.step, values)
                     progress.update(loop.step, values)
 
-                val_loss = None
+                val_loss, last_val_now = None, False
                 if (cfg.eval.every and loop.step % cfg.eval.every == 0) or loop.step == steps:
                     last_val = evaluate(job, device, precision.autocast)
+                    last_val_now = True
                     val_loss = last_val.get("val/loss")
                     if val_loss is not None and (loop.best_val is None or val_loss < loop.best_val):
                         loop.best_val, loop.best_step = val_loss, loop.step
@@ -204,9 +205,13 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, branch_from: Path
                         loop.step, ", ".join(f"{k} {v:.4f}" for k, v in last_val.items())))
                     window_start = time.perf_counter()  # evaluation is not training throughput
 
-                if loop.step % cfg.checkpoint.every == 0 or loop.step == steps or stop.requested:
+                solved = last_val_now and reached(cfg, last_val)
+                if loop.step % cfg.checkpoint.every == 0 or loop.step == steps or stop.requested or solved:
                     save(loop.step, val_loss)
                     window_start = time.perf_counter()
+                if solved:
+                    progress.message(f"{cfg.eval.stop_metric} reached {cfg.eval.stop_at} at step {loop.step}; stopping")
+                    break
                 if stop.requested:
                     raise Interrupted(f"interrupted at step {loop.step}; a checkpoint was saved — continue "
                                       f"with `trainwell train --resume {run_dir}`.")
@@ -254,6 +259,18 @@ def finish(cfg: Config, run_dir: Path, job: Job, loop: LoopState, last_val: dict
 
         draw_plots(run_dir)
     return RunResult(run_dir=run_dir, summary=summary, samples=samples)
+
+
+def reached(cfg: Config, metrics: dict[str, float]) -> bool:
+    """Early stop: has the configured evaluation metric reached its threshold?"""
+    name = cfg.eval.stop_metric
+    if not name:
+        return False
+    if name not in metrics:
+        raise ConfigError(f"eval.stop_metric = '{name}' is not an evaluation metric of this run; it has "
+                          f"{', '.join(sorted(metrics))}.")
+    value = metrics[name]
+    return value >= cfg.eval.stop_at if cfg.eval.stop_mode == "max" else value <= cfg.eval.stop_at
 
 
 def clip_or_measure(model: torch.nn.Module, max_norm: float, *, need: bool) -> float | None:

@@ -41,5 +41,6 @@ def ppo_job(cfg: Config, device: torch.device) -> Job:
                total_steps=rollouts * source.updates_per_rollout(),
                evaluate=lambda m: evaluate_policy(m, d.env_id, d.eval_episodes, d.eval_seed),
                train_metrics=source.episode_stats,
+               finish=lambda m, run_dir: {"env_steps": source.env_steps()},
                facts={"parameters": sum(p.numel() for p in model.parameters()), "env_id": d.env_id,
                       "continuous_actions": continuous, "rollouts": rollouts})

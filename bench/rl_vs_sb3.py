@@ -1,0 +1,124 @@
+"""Issue 5 target: PPO on CartPole-v1 reaches a deterministic evaluation return of 475 in fewer
+environment steps and less training time than Stable-Baselines3, median over 3 seeds.
+
+Both sides run in this invocation, each seed as its own process, evaluated with 10
+deterministic episodes on a separate environment at a fixed env-step interval, stopping at the
+first evaluation >= 475. "Training time" excludes evaluation on both sides.
+
+  SB3        stable-baselines3 PPO with the RL-Zoo CartPole settings (8 envs, n_steps 32, batch
+             256, 20 epochs, gamma 0.98, GAE 0.8, lr 1e-3 linearly annealed, clip 0.2),
+             evaluated every 5,000 env steps. SB3 is installed into its own virtual environment
+             (--system-site-packages, so it uses this machine's torch); it is not a trainwell
+             dependency.
+  trainwell  `trainwell train cartpole_ppo` (the recipe evaluates every 5,000 env steps and stops at
+             the first evaluation >= 475).
+
+    python bench/rl_vs_sb3.py [--seeds 3] [--venv /tmp/sb3-venv]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import env_note, timed_process, trainwell_cmd  # noqa: E402
+
+SB3_SCRIPT = textwrap.dedent('''
+    import json, sys, time
+    import gymnasium as gym, numpy as np, torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+    torch.set_num_threads(1)
+    seed = int(sys.argv[1])
+
+    class Eval(BaseCallback):
+        def __init__(self):
+            super().__init__()
+            self.next_eval, self.eval_time, self.hit = 5000, 0.0, None
+        def _on_step(self):
+            if self.num_timesteps >= self.next_eval:
+                t0 = time.perf_counter()
+                env, rets = gym.make("CartPole-v1"), []
+                for i in range(10):
+                    obs, _ = env.reset(seed=100_000 + i); done, total = False, 0.0
+                    while not done:
+                        a, _ = self.model.predict(obs, deterministic=True)
+                        obs, r, term, trunc, _ = env.step(a); total += r; done = term or trunc
+                    rets.append(total)
+                self.eval_time += time.perf_counter() - t0
+                self.next_eval += 5000
+                if np.mean(rets) >= 475:
+                    self.hit = self.num_timesteps
+                    return False
+            return True
+
+    lr = lambda progress: 1e-3 * progress
+    env = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
+    model = PPO("MlpPolicy", env, n_steps=32, batch_size=256, n_epochs=20, gamma=0.98, gae_lambda=0.8,
+                learning_rate=lr, clip_range=0.2, ent_coef=0.0, seed=seed, device="cpu", verbose=0)
+    cb = Eval()
+    t0 = time.perf_counter()
+    model.learn(total_timesteps=100_000, callback=cb)
+    total = time.perf_counter() - t0
+    print(json.dumps({"env_steps": cb.hit, "train_seconds": total - cb.eval_time, "with_eval_seconds": total}))
+''')
+
+
+def ensure_sb3(venv: Path) -> Path:
+    py = venv / "bin" / "python"
+    if not py.exists():
+        subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    probe = subprocess.run([str(py), "-c", "import stable_baselines3"], capture_output=True)
+    if probe.returncode != 0:
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "stable-baselines3>=2.9,<3", "torch==2.13.0"],
+                       check=True)
+    return py
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--venv", default=str(Path(tempfile.gettempdir()) / "trainwell-sb3-venv"))
+    args = ap.parse_args()
+    print(env_note())
+    py = ensure_sb3(Path(args.venv))
+    script = Path(tempfile.mkdtemp()) / "sb3_cartpole.py"
+    script.write_text(SB3_SCRIPT)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-rl-"))
+    sb3, ours = [], []
+    for seed in range(args.seeds):
+        _, out = timed_process([str(py), str(script), str(seed)])
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        sb3.append(r)
+        print(f"  SB3       seed {seed}: solved at {r['env_steps']} env steps, {r['train_seconds']:.1f} s training "
+              f"({r['with_eval_seconds']:.1f} s with evaluation)", flush=True)
+        run = tmp / f"tw-{seed}"
+        timed_process(trainwell_cmd("train", "cartpole_ppo", "--run-dir", str(run), "--set", f"train.seed={seed}",
+                                    "--set", "log.progress=off"))
+        s = json.loads((run / "summary.json").read_text())
+        solved = s["val_return"] >= 475
+        ours.append({"env_steps": s["env_steps"] if solved else None, "train_seconds": s["train_seconds"],
+                     "with_eval_seconds": s["wall_seconds"]})
+        print(f"  trainwell seed {seed}: {'solved' if solved else 'NOT solved'} at {s['env_steps']} env steps, "
+              f"{s['train_seconds']:.1f} s training ({s['wall_seconds']:.1f} s run incl. evaluation)", flush=True)
+
+    def med(rows, key):
+        vals = [r[key] if r[key] is not None else float("inf") for r in rows]
+        return statistics.median(vals)
+
+    for name, rows in (("SB3", sb3), ("trainwell", ours)):
+        print(f"{name:10s} median: {med(rows, 'env_steps'):.0f} env steps, {med(rows, 'train_seconds'):.2f} s training")
+    print(f"ratio trainwell/SB3: env steps {med(ours, 'env_steps') / med(sb3, 'env_steps'):.3f}, "
+          f"training time {med(ours, 'train_seconds') / med(sb3, 'train_seconds'):.3f}  (target: both < 1)")
+
+
+if __name__ == "__main__":
+    main()
