@@ -1,5 +1,6 @@
 """Issue 5 target: PPO on CartPole-v1 reaches a deterministic evaluation return of 475 in fewer
-environment steps and less training time than Stable-Baselines3, median over 3 seeds.
+environment steps and less training time than Stable-Baselines3 (the issue asks for the median
+over 3 seeds; this runs 5 by default because single seeds vary from 5k to 35k steps).
 
 Both sides run in this invocation, each seed as its own process, evaluated with 10
 deterministic episodes on a separate environment at a fixed env-step interval, stopping at the
@@ -13,7 +14,7 @@ first evaluation >= 475. "Training time" excludes evaluation on both sides.
   trainwell  `trainwell train cartpole_ppo` (the recipe evaluates every 5,000 env steps and stops at
              the first evaluation >= 475).
 
-    python bench/rl_vs_sb3.py [--seeds 3] [--venv /tmp/sb3-venv]
+    python bench/rl_vs_sb3.py [--seeds 5] [--venv /tmp/sb3-venv]
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def ensure_sb3(venv: Path) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=5)  # solve steps vary 5k-35k by seed: 3 is too few
     ap.add_argument("--venv", default=str(Path(tempfile.gettempdir()) / "trainwell-sb3-venv"))
     args = ap.parse_args()
     print(env_note())
