@@ -192,6 +192,8 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, branch_from: Path
                         values.update(job.train_metrics())
                     log(loop.step, values)
                     progress.update(loop.step, values)
+                else:
+                    progress.update(loop.step, {})  # keeps the bar moving and the ETA measured from step 1
 
                 val_loss, last_val_now = None, False
                 if (cfg.eval.every and loop.step % cfg.eval.every == 0) or loop.step == steps:
