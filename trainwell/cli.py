@@ -6,7 +6,6 @@ so `trainwell --help`, `trainwell recipes` and `trainwell check` start instantly
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
 

@@ -11,7 +11,7 @@ import torch
 from trainwell import checkpoint as ckpt
 from trainwell.config import Config, load_config
 from trainwell.engine.job import Job, build_job, evaluate
-from trainwell.engine.loop import check_model_fits, pick_device
+from trainwell.engine.loop import check_model_fits, newest_valid, pick_device
 from trainwell.engine.precision import Precision
 from trainwell.errors import CheckpointError, TrainwellError
 
@@ -34,12 +34,7 @@ def pick_checkpoint(run_dir: Path, checkpoint: str | None) -> Path:
                                   f"in {run_dir}/checkpoints); `ls {run_dir}/checkpoints` lists them.")
         ckpt.verify(path)
         return path
-    path, skipped = ckpt.latest_valid(Path(run_dir) / "checkpoints")
-    if path is None:
-        notes = "; ".join(f"{p.name}: {why}" for p, why in skipped)
-        raise CheckpointError(f"no valid checkpoint in {run_dir}/checkpoints{' (' + notes + ')' if notes else ''}; "
-                              f"train first, or pass --checkpoint.")
-    return path
+    return newest_valid(Path(run_dir) / "checkpoints", "train first, or pass --checkpoint.")
 
 
 def load_for_inference(run_dir: Path, checkpoint: str | None = None) -> tuple[Config, Job, Path, torch.device]:

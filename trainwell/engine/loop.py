@@ -295,17 +295,22 @@ def diverged(what: str, value: float, step: int, ckpt_root: Path) -> TrainingDiv
 # ---------------------------------------------------------------------------- restore
 
 
-def restore_latest(root: Path, app_state: dict[str, Any], cfg: Config) -> Path:
+def newest_valid(root: Path, fix: str) -> Path:
+    """The newest checkpoint under ``root`` that verifies; newer corrupt ones are reported on
+    stderr and skipped. With none, the error ends with ``fix`` (what the user can do)."""
     path, skipped = ckpt.latest_valid(root)
     notes = "; ".join(f"{p.name} skipped: {why}" for p, why in skipped)
     if path is None:
-        raise CheckpointError(f"no valid checkpoint to resume from in {root}"
-                              f"{' (' + notes + ')' if notes else ''}; start a new run with "
-                              f"`trainwell train RECIPE` instead.")
+        raise CheckpointError(f"no valid checkpoint in {root}{' (' + notes + ')' if notes else ''}; {fix}")
     if notes:
         import sys
 
-        print(f"warning: {notes}; resuming from {path.name}", file=sys.stderr)
+        print(f"warning: {notes}; using {path.name}", file=sys.stderr)
+    return path
+
+
+def restore_latest(root: Path, app_state: dict[str, Any], cfg: Config) -> Path:
+    path = newest_valid(root, "nothing to resume — start a new run with `trainwell train RECIPE` instead.")
     return restore(path, app_state, cfg, same_config=True)
 
 

@@ -145,8 +145,9 @@ class PPORollouts:
             if saved["state"] is None:  # not a classic-control env: re-seed at the rollout boundary
                 env.reset(seed=self.seed + 7919 * self.rollouts)
                 continue
-            raw.state = np.array(saved["state"], dtype=np.asarray(raw.state).dtype) \
-                if raw.state is not None else np.array(saved["state"])
+            # the envs were reset in __init__, so raw.state exists; keep its dtype (float32 -> float64
+            # -> float32 is exact)
+            raw.state = np.array(saved["state"], dtype=np.asarray(raw.state).dtype)
             raw.steps_beyond_terminated = saved["steps_beyond_terminated"]
             if saved["elapsed"] is not None:
                 env._elapsed_steps = saved["elapsed"]
