@@ -134,13 +134,13 @@ def array_job(cfg: Config, device: torch.device) -> Job:
 
 
 def gym_job(cfg: Config, device: torch.device) -> Job:
-    from trainwell.engine.rl import ppo_job
+    from trainwell.engine.rl import dqn_job, ppo_job  # imported late: gymnasium is slow to import
 
-    return ppo_job(cfg, device)
+    return (dqn_job if cfg.data.name == "replay" else ppo_job)(cfg, device)
 
 
 JOBS: dict[str, Callable[[Config, torch.device], Job]] = {
-    "text": text_job, "gym": gym_job, "sklearn": array_job, "image_folder": array_job, "table": array_job}
+    "text": text_job, "gym": gym_job, "replay": gym_job, "sklearn": array_job, "image_folder": array_job, "table": array_job}
 
 
 def build_job(cfg: Config, device: torch.device) -> Job:

@@ -1,0 +1,74 @@
+"""Gymnasium environments as trainwell uses them: vector envs, their saved state, greedy actions.
+
+Exact resume of an RL source needs the environments' own state. Gymnasium has no general
+get/set-state API, so :func:`env_states` saves what gymnasium's classic-control environments keep
+(the physics vector ``unwrapped.state``, the termination counter, the TimeLimit step count and the
+env's RNG). An environment may instead define ``get_state() -> dict`` / ``set_state(dict)`` on its
+unwrapped object (JSON-able values or tensors). Other environments are re-seeded on restore, which
+reproduces the data stream only from a fresh episode.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainwell.errors import ConfigError
+
+
+def make_envs(env_id: str, n: int, **kwargs: Any):
+    import gymnasium as gym
+
+    import trainwell.rl  # noqa: F401  (registers trainwell's own environments)
+
+    try:
+        return gym.vector.SyncVectorEnv([lambda: gym.make(env_id, **kwargs) for _ in range(n)],
+                                        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    except gym.error.Error as e:
+        raise ConfigError(f"data.env_id = '{env_id}' is not a registered gymnasium environment ({e}); "
+                          f"e.g. CartPole-v1, Acrobot-v1, Pendulum-v1.") from None
+
+
+def env_states(envs) -> list[dict[str, Any]]:
+    """The restorable state of every sub-environment of a SyncVectorEnv."""
+    out = []
+    for env in envs.envs:
+        raw = env.unwrapped
+        if hasattr(raw, "get_state"):
+            saved: dict[str, Any] = {"custom": raw.get_state()}
+        else:
+            state = getattr(raw, "state", None)
+            saved = {"state": None if state is None else np.asarray(state, dtype=np.float64).tolist(),
+                     "steps_beyond_terminated": getattr(raw, "steps_beyond_terminated", None)}
+        saved["elapsed"] = getattr(env, "_elapsed_steps", None)
+        saved["rng"] = raw.np_random.bit_generator.state
+        out.append(saved)
+    return out
+
+
+def restore_env_states(envs, saved: list[dict[str, Any]], reseed: int) -> None:
+    """Undo :func:`env_states`; environments it could not capture are reset with seed ``reseed + i``."""
+    for i, (env, s) in enumerate(zip(envs.envs, saved)):
+        raw = env.unwrapped
+        if "custom" in s:
+            raw.set_state(s["custom"])
+        elif s["state"] is None:
+            env.reset(seed=reseed + i)
+            continue
+        else:
+            # the envs were reset when built, so raw.state exists; keep its dtype (float32 -> float64 ->
+            # float32 is exact)
+            raw.state = np.array(s["state"], dtype=np.asarray(raw.state).dtype)
+            raw.steps_beyond_terminated = s["steps_beyond_terminated"]
+        if s["elapsed"] is not None:
+            env._elapsed_steps = s["elapsed"]
+        raw.np_random.bit_generator.state = s["rng"]
+
+
+def greedy_action(model: torch.nn.Module, obs: torch.Tensor) -> torch.Tensor:
+    """The deterministic action: the policy's mode (actor-critic) or argmax Q (a Q-network)."""
+    if hasattr(model, "act"):
+        return model.act(obs, deterministic=True)
+    return model(obs).argmax(dim=-1)
