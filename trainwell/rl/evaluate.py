@@ -58,8 +58,11 @@ def write_gif(model: torch.nn.Module, env_id: str, seed: int, path: Path, *, env
     """Render one deterministic evaluation episode into an animated GIF at ``path``. Rendering needs
     the environment's ``rgb_array`` mode (classic control: pygame); without it, warn and go on —
     a missing video must not fail a finished run."""
+    import os
+
     from PIL import Image
 
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders off-screen; no display needed
     frames: list[np.ndarray] = []
     try:
         total, steps, _ = run_episode(model, env_id, seed, env_kwargs or {}, frames=frames, max_frames=max_frames)
