@@ -40,15 +40,21 @@ class ActorCritic(nn.Module):
         """(B, obs_dim) -> (action distribution, value (B,))."""
         if self.obs_norm is not None:
             obs = self.obs_norm(obs)
-        head = self.actor(obs)
-        dist = Normal(head, self.log_std.exp()) if self.continuous else Categorical(logits=head)
-        return dist, self.critic(obs).squeeze(-1)
+        return self.distribution(self.actor(obs)), self.critic(obs).squeeze(-1)
+
+    def distribution(self, head: torch.Tensor) -> Distribution:
+        # argument validation costs more than these tiny networks' forward pass; the inputs are ours
+        if self.continuous:
+            return Normal(head, self.log_std.exp(), validate_args=False)
+        return Categorical(logits=head, validate_args=False)
 
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        dist, _ = self(obs)
+        if self.obs_norm is not None:
+            obs = self.obs_norm(obs)
+        head = self.actor(obs)  # the critic is not needed to act
         if deterministic:
-            return dist.mean if self.continuous else dist.probs.argmax(dim=-1)
-        return dist.sample()
+            return head if self.continuous else head.argmax(dim=-1)
+        return self.distribution(head).sample()
 
 
 def log_prob(dist: Distribution, actions: torch.Tensor, continuous: bool) -> torch.Tensor:
