@@ -109,3 +109,16 @@ def test_ppo_other_envs_with_normalisation(tmp_path, env_id):
     assert float(model["obs_norm.count"]) == 800 - 200  # the last rollout is folded in at the next collect
     data = load_file(newest / "data.safetensors")
     assert any("reward_norm" in k for k in data)
+
+
+def test_rl_keeps_the_checkpoint_with_the_highest_return(tmp_path):
+    res = trainwell.train("cartpole_ppo", [
+        "log.progress=off", "log.tensorboard=false", "log.plots=false", "data.total_env_steps=3000",
+        "eval.stop_metric=''", "data.eval_episodes=2", "eval.every=20", "checkpoint.every=20", "checkpoint.keep=1",
+        "data.video=false"], run_dir=tmp_path / "run")
+    evals = [json.loads(x) for x in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [(e["step"], e["val/return"]) for e in evals if "val/return" in e]
+    best_step, best = max(evals, key=lambda e: (e[1], -e[0]))  # the first step that reached the maximum
+    assert res.summary["best_val_return"] == best and res.summary["best_step"] == best_step
+    kept = {p.name for p in (res.run_dir / "checkpoints").glob("step-*")}
+    assert f"step-{best_step}" in kept and f"step-{res.summary['steps']}" in kept

@@ -189,7 +189,7 @@ class EvalConfig:
 class CheckpointConfig:
     every: int = opt(500, "steps between checkpoints (the final step is always saved)", min=1)
     keep: int = opt(3, "keep the newest K checkpoints", min=1)
-    keep_best: bool = opt(True, "also keep the checkpoint with the lowest validation loss")
+    keep_best: bool = opt(True, "also keep the checkpoint with the best evaluation (lowest val/loss; RL: highest val/return)")
     async_save: bool = opt(False, "write checkpoints in a background thread")
 
 

@@ -35,6 +35,8 @@ class Job:
     evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None  # replaces eval_batches (RL episodes)
     train_metrics: Callable[[], dict[str, float]] | None = None  # extra values logged with train/loss
     total_steps: int | None = None  # optimizer steps implied by the data (RL: env steps), over train.steps
+    best_metric: str = "val/loss"  # evaluation metric that picks the best checkpoint (keep_best)
+    best_mode: str = "min"  # or "max" (RL: val/return)
     encode: Callable[[str], list[int]] | None = None
     decode: Callable[[list[int]], str] | None = None
 

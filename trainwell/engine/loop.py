@@ -125,15 +125,17 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, branch_from: Path
         for sink in sinks:
             sink.log(step, values)
 
-    def save(step: int, val_loss: float | None) -> Path:
+    def save(step: int, val_loss: float | None, score: float | None) -> Path:
+        # score: the job's best-checkpoint metric turned into lower-is-better, for keep_best
         meta_ck = {"config_hash": config_hash(cfg), "config": trajectory_items(cfg),
-                   "val_loss": val_loss, "train_seconds": loop.train_seconds}
+                   "val_loss": val_loss, "score": score, "train_seconds": loop.train_seconds}
         target = ckpt_root / f"step-{step}"
         if saver is not None:
             saver.save(target, app_state, step=step, meta=meta_ck)
         else:
             ckpt.save(target, app_state, step=step, meta=meta_ck)
-            ckpt.prune(ckpt_root, keep_last=cfg.checkpoint.keep, keep_best=cfg.checkpoint.keep_best)
+            ckpt.prune(ckpt_root, keep_last=cfg.checkpoint.keep, keep_best=cfg.checkpoint.keep_best,
+                       best_key="score")
         return target
 
     if init_note:
@@ -195,13 +197,13 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, branch_from: Path
                 else:
                     progress.update(loop.step, {})  # keeps the bar moving and the ETA measured from step 1
 
-                val_loss, last_val_now = None, False
+                val_loss, score, last_val_now = None, None, False
                 if (cfg.eval.every and loop.step % cfg.eval.every == 0) or loop.step == steps:
                     last_val = evaluate(job, device, precision.autocast)
                     last_val_now = True
-                    val_loss = last_val.get("val/loss")
-                    if val_loss is not None and (loop.best_val is None or val_loss < loop.best_val):
-                        loop.best_val, loop.best_step = val_loss, loop.step
+                    val_loss, score = last_val.get("val/loss"), best_score(job, last_val)
+                    if score is not None and (loop.best_val is None or score < loop.best_val):
+                        loop.best_val, loop.best_step = score, loop.step
                     log(loop.step, last_val)
                     progress.message("step {}: {}".format(
                         loop.step, ", ".join(f"{k} {v:.4f}" for k, v in last_val.items())))
@@ -209,7 +211,7 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, branch_from: Path
 
                 solved = last_val_now and reached(cfg, last_val)
                 if loop.step % cfg.checkpoint.every == 0 or loop.step == steps or stop.requested or solved:
-                    save(loop.step, val_loss)
+                    save(loop.step, val_loss, score)
                     window_start = time.perf_counter()
                 if solved:
                     progress.message(f"{cfg.eval.stop_metric} reached {cfg.eval.stop_at} at step {loop.step}; stopping")
@@ -219,7 +221,8 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, branch_from: Path
                                       f"with `trainwell train --resume {run_dir}`.")
         if saver is not None:
             saver.wait()
-            ckpt.prune(ckpt_root, keep_last=cfg.checkpoint.keep, keep_best=cfg.checkpoint.keep_best)
+            ckpt.prune(ckpt_root, keep_last=cfg.checkpoint.keep, keep_best=cfg.checkpoint.keep_best,
+                       best_key="score")
     finally:
         if saver is not None:
             saver.close()
@@ -249,7 +252,9 @@ def finish(cfg: Config, run_dir: Path, job: Job, loop: LoopState, last_val: dict
     extra = job.finish(job.model, run_dir) if job.finish is not None else {}
     summary = {"steps": loop.step,
                **{k.replace("/", "_"): round(v, 4) for k, v in last_val.items()},
-               "best_val_loss": loop.best_val, "best_step": loop.best_step,
+               f"best_{job.best_metric.replace('/', '_')}": (
+                   None if loop.best_val is None else loop.best_val * (1 if job.best_mode == "min" else -1)),
+               "best_step": loop.best_step,
                f"{job.units}_per_s": round(loop.units_seen / max(loop.train_seconds, 1e-9), 1),
                f"{job.units}_seen": loop.units_seen, "train_seconds": round(loop.train_seconds, 2),
                "wall_seconds": round(wall_s, 2),
@@ -261,6 +266,14 @@ def finish(cfg: Config, run_dir: Path, job: Job, loop: LoopState, last_val: dict
 
         draw_plots(run_dir)
     return RunResult(run_dir=run_dir, summary=summary, samples=samples)
+
+
+def best_score(job: Job, metrics: dict[str, float]) -> float | None:
+    """The job's best-checkpoint metric as lower-is-better (val/loss as is, val/return negated)."""
+    value = metrics.get(job.best_metric)
+    if value is None:
+        return None
+    return value if job.best_mode == "min" else -value
 
 
 def reached(cfg: Config, metrics: dict[str, float]) -> bool:

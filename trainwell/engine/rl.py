@@ -67,6 +67,7 @@ def ppo_job(cfg: Config, device: torch.device) -> Job:
                total_steps=rollouts * source.updates_per_rollout(),
                evaluate=lambda m: evaluate_policy(m, d.env_id, d.eval_episodes, d.eval_seed),
                train_metrics=source.episode_stats, finish=finish_rl(d, source),
+               best_metric="val/return", best_mode="max",
                facts={"parameters": sum(p.numel() for p in model.parameters()), "env_id": d.env_id,
                       "continuous_actions": continuous, "rollouts": rollouts})
 
@@ -100,5 +101,6 @@ def dqn_job(cfg: Config, device: torch.device) -> Job:
                total_steps=collects * d.updates_per_collect,
                evaluate=lambda m: evaluate_policy(m, d.env_id, d.eval_episodes, d.eval_seed),
                train_metrics=source.episode_stats, finish=finish_rl(d, source),
+               best_metric="val/return", best_mode="max",
                facts={"parameters": sum(p.numel() for p in model.parameters()), "env_id": d.env_id,
                       "collections": collects})
