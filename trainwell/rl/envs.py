@@ -72,3 +72,43 @@ def greedy_action(model: torch.nn.Module, obs: torch.Tensor) -> torch.Tensor:
     if hasattr(model, "act"):
         return model.act(obs, deterministic=True)
     return model(obs).argmax(dim=-1)
+
+
+class Episodes:
+    """Bookkeeping of the training episodes a source plays: running return/length per env, the
+    episodes finished since the last log, and env steps per second between logs."""
+
+    def __init__(self, num_envs: int):
+        import time
+
+        self.ret = np.zeros(num_envs)
+        self.length = np.zeros(num_envs, dtype=np.int64)
+        self.finished: list[tuple[float, int]] = []
+        self._clock = (time.perf_counter(), 0)  # (time, env steps) at the last log
+
+    def step(self, reward: np.ndarray, ended: np.ndarray) -> None:
+        self.ret += reward
+        self.length += 1
+        for i in np.flatnonzero(ended):
+            self.finished.append((float(self.ret[i]), int(self.length[i])))
+            self.ret[i], self.length[i] = 0.0, 0
+
+    def stats(self, env_steps: int) -> dict[str, float]:
+        import time
+
+        now = time.perf_counter()
+        out = {"rl/env_steps": float(env_steps),
+               "rl/env_steps_per_s": (env_steps - self._clock[1]) / max(now - self._clock[0], 1e-9)}
+        self._clock = (now, env_steps)
+        if self.finished:
+            out["rl/episode_return"] = float(np.mean([r for r, _ in self.finished]))
+            out["rl/episode_length"] = float(np.mean([n for _, n in self.finished]))
+            self.finished.clear()
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"return": self.ret.tolist(), "length": self.length.tolist()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.ret = np.array(state["return"], dtype=np.float64)
+        self.length = np.array(state["length"], dtype=np.int64)

@@ -11,13 +11,12 @@ sub-environment's state (see :mod:`trainwell.rl.envs`).
 from __future__ import annotations
 
 import copy
-import time
 from typing import Any
 
 import numpy as np
 import torch
 
-from trainwell.rl.envs import env_states, greedy_action, make_envs, restore_env_states
+from trainwell.rl.envs import Episodes, env_states, greedy_action, make_envs, restore_env_states
 
 
 class ReplaySource:
@@ -41,10 +40,7 @@ class ReplaySource:
         self.updates = 0  # minibatches served
         self.rng = np.random.Generator(np.random.PCG64(seed))  # exploration and sampling
         self.target = copy.deepcopy(model).requires_grad_(False).eval()
-        self.ep_return = np.zeros(num_envs)
-        self.ep_length = np.zeros(num_envs, dtype=np.int64)
-        self.finished: list[tuple[float, int]] = []
-        self._clock = (time.perf_counter(), 0)
+        self.episodes = Episodes(num_envs)
 
     def epsilon(self) -> float:
         frac = min(1.0, self.steps / max(1, self.eps_steps))
@@ -109,23 +105,11 @@ class ReplaySource:
             self.pos = int((self.pos + self.n) % self.capacity)
             self.size = min(self.capacity, self.size + self.n)
             self.steps += self.n
-            self.ep_return += reward
-            self.ep_length += 1
-            for i in np.flatnonzero(ended):
-                self.finished.append((float(self.ep_return[i]), int(self.ep_length[i])))
-                self.ep_return[i], self.ep_length[i] = 0.0, 0
+            self.episodes.step(reward, ended)
             self.obs = np.asarray(nxt, dtype=np.float32)
 
     def episode_stats(self) -> dict[str, float]:
-        now = time.perf_counter()
-        out = {"rl/env_steps": float(self.steps), "rl/epsilon": self.epsilon(), "rl/buffer_size": float(self.size),
-               "rl/env_steps_per_s": (self.steps - self._clock[1]) / max(now - self._clock[0], 1e-9)}
-        self._clock = (now, self.steps)
-        if self.finished:
-            out["rl/episode_return"] = float(np.mean([r for r, _ in self.finished]))
-            out["rl/episode_length"] = float(np.mean([n for _, n in self.finished]))
-            self.finished.clear()
-        return out
+        return {**self.episodes.stats(self.steps), "rl/epsilon": self.epsilon(), "rl/buffer_size": float(self.size)}
 
     # ------------------------------------------------------------------ Stateful
     def state_dict(self) -> dict[str, Any]:
@@ -134,8 +118,7 @@ class ReplaySource:
                 "pos": self.pos, "size": self.size, "steps": self.steps, "updates": self.updates,
                 "rng": self.rng.bit_generator.state, "obs": torch.from_numpy(self.obs.copy()),
                 "target": {k: v.clone() for k, v in self.target.state_dict().items()},
-                "ep_return": self.ep_return.tolist(), "ep_length": self.ep_length.tolist(),
-                "envs": env_states(self.envs)}
+                "episodes": self.episodes.state_dict(), "envs": env_states(self.envs)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.pos, self.size = int(state["pos"]), int(state["size"])
@@ -145,6 +128,5 @@ class ReplaySource:
         self.rng.bit_generator.state = state["rng"]
         self.obs = state["obs"].numpy().copy()
         self.target.load_state_dict(state["target"])
-        self.ep_return = np.array(state["ep_return"], dtype=np.float64)
-        self.ep_length = np.array(state["ep_length"], dtype=np.int64)
+        self.episodes.load_state_dict(state["episodes"])
         restore_env_states(self.envs, state["envs"], reseed=self.seed + 7919 * self.updates)

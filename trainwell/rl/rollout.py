@@ -8,7 +8,6 @@ bookkeeping, the reward-scaling statistics and every sub-environment's state (se
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -16,7 +15,7 @@ import torch
 
 from trainwell.models.actor_critic import log_prob
 from trainwell.models.normalize import RunningNorm
-from trainwell.rl.envs import env_states, make_envs, restore_env_states
+from trainwell.rl.envs import Episodes, env_states, make_envs, restore_env_states
 from trainwell.rl.gae import gae
 
 
@@ -38,11 +37,8 @@ class PPORollouts:
         # reward scaling (as SB3's VecNormalize): divide by the std of the running discounted return
         self.reward_norm = RunningNorm(()) if normalize_reward else None
         self.disc_return = torch.zeros(num_envs, dtype=torch.float64)
-        self.ep_return = np.zeros(num_envs)
-        self.ep_length = np.zeros(num_envs, dtype=np.int64)
-        self.finished: list[tuple[float, int]] = []  # (return, length) since the last log
+        self.episodes = Episodes(num_envs)
         self.explained_variance = float("nan")
-        self._clock = (time.perf_counter(), 0)  # (time, env steps) at the last log, for env steps/s
 
     def updates_per_rollout(self) -> int:
         return self.update_epochs * self.per_epoch
@@ -100,11 +96,7 @@ class PPORollouts:
                                    value.float().cpu(), r, final_value, torch.as_tensor(term, dtype=torch.float32),
                                    torch.as_tensor(ended, dtype=torch.float32))):
                 store[k].append(v)
-            self.ep_return += reward
-            self.ep_length += 1
-            for i in np.flatnonzero(ended):
-                self.finished.append((float(self.ep_return[i]), int(self.ep_length[i])))
-                self.ep_return[i], self.ep_length[i] = 0.0, 0
+            self.episodes.step(reward, ended)
             self.obs = torch.as_tensor(nxt, dtype=torch.float32)
         s = {k: torch.stack(v) for k, v in store.items()}  # (T, N, ...)
         # V(s_{t+1}): the next step's value, or the final observation's where the episode ended
@@ -121,22 +113,13 @@ class PPORollouts:
         model.train(was)
 
     def episode_stats(self) -> dict[str, float]:
-        now, steps = time.perf_counter(), self.env_steps()
-        out: dict[str, float] = {"rl/env_steps": float(steps), "rl/explained_variance": self.explained_variance,
-                                 "rl/env_steps_per_s": (steps - self._clock[1]) / max(now - self._clock[0], 1e-9)}
-        self._clock = (now, steps)
-        if self.finished:
-            out["rl/episode_return"] = float(np.mean([r for r, _ in self.finished]))
-            out["rl/episode_length"] = float(np.mean([n for _, n in self.finished]))
-            self.finished.clear()
-        return out
+        return {**self.episodes.stats(self.env_steps()), "rl/explained_variance": self.explained_variance}
 
     # ------------------------------------------------------------------ Stateful
     def state_dict(self) -> dict[str, Any]:
         state = {"rollouts": self.rollouts, "cursor": self.cursor, "obs": self.obs.clone(),
                  "buffer": {k: v.clone() for k, v in self.buffer.items()},
-                 "ep_return": self.ep_return.tolist(), "ep_length": self.ep_length.tolist(),
-                 "envs": env_states(self.envs), "disc_return": self.disc_return.clone()}
+                 "episodes": self.episodes.state_dict(), "envs": env_states(self.envs), "disc_return": self.disc_return.clone()}
         if self.reward_norm is not None:
             state["reward_norm"] = {k: v.clone() for k, v in self.reward_norm.state_dict().items()}
         return state
@@ -145,8 +128,7 @@ class PPORollouts:
         self.rollouts, self.cursor = int(state["rollouts"]), int(state["cursor"])
         self.obs = state["obs"].clone()
         self.buffer = {k: v.clone() for k, v in state["buffer"].items()}
-        self.ep_return = np.array(state["ep_return"], dtype=np.float64)
-        self.ep_length = np.array(state["ep_length"], dtype=np.int64)
+        self.episodes.load_state_dict(state["episodes"])
         self.disc_return = state["disc_return"].clone()
         if self.reward_norm is not None:
             self.reward_norm.load_state_dict(state["reward_norm"])
