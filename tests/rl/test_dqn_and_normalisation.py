@@ -93,9 +93,10 @@ def test_running_norm_matches_numpy():
     assert abs(float(z.mean())) < 1e-4 and abs(float(z.std()) - 1) < 1e-2
 
 
-@pytest.mark.parametrize("env_id", ["Pendulum-v1", "Acrobot-v1"])
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "Acrobot-v1", "FrozenLake-v1"])
 def test_ppo_other_envs_with_normalisation(tmp_path, env_id):
-    """Continuous (Gaussian) and another discrete env, any id via data.env_id; normaliser state is saved."""
+    """Continuous (Gaussian) actions, another discrete env, a Discrete observation (one-hot), any id via
+    data.env_id; the normalisers' state is saved."""
     res = trainwell.train("cartpole_ppo", [
         "log.progress=off", "log.tensorboard=false", "log.plots=false", f"data.env_id={env_id!r}",
         "data.total_env_steps=800", "eval.stop_metric=''", "data.eval_episodes=1", "eval.every=20",

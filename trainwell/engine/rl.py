@@ -13,17 +13,12 @@ from trainwell.errors import ConfigError
 
 
 def env_spaces(env_id: str):
-    import gymnasium as gym
-
     from trainwell.rl.envs import make_envs
 
     probe = make_envs(env_id, 1)
     obs_space, act_space = probe.single_observation_space, probe.single_action_space
     probe.close()
-    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
-        raise ConfigError(f"{env_id} has observations {obs_space}; trainwell's RL models are MLPs and need a "
-                          f"flat Box observation (wrap the env, e.g. with gymnasium's FlattenObservation).")
-    return obs_space, act_space
+    return obs_space, act_space  # a flat Box: make_envs flattens other observation spaces
 
 
 def finish_rl(d: Any, source: Any):

@@ -18,17 +18,42 @@ import torch
 from trainwell.errors import ConfigError
 
 
-def make_envs(env_id: str, n: int, **kwargs: Any):
+def make_env(env_id: str, **kwargs: Any):
+    """``gym.make`` plus one adaptation: observations that are not a flat Box (a Discrete state, a
+    Dict, an image) are flattened (one-hot for Discrete), so trainwell's MLP policies take any env."""
     import gymnasium as gym
 
     import trainwell.rl  # noqa: F401  (registers trainwell's own environments)
 
     try:
-        return gym.vector.SyncVectorEnv([lambda: gym.make(env_id, **kwargs) for _ in range(n)],
-                                        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        env = gym.make(env_id, **kwargs)
     except gym.error.Error as e:
         raise ConfigError(f"data.env_id = '{env_id}' is not a registered gymnasium environment ({e}); "
                           f"e.g. CartPole-v1, Acrobot-v1, Pendulum-v1.") from None
+    space = env.observation_space
+    if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 1):
+        env = gym.wrappers.FlattenObservation(env)
+    return env
+
+
+def make_envs(env_id: str, n: int, **kwargs: Any):
+    import gymnasium as gym
+
+    make_env(env_id, **kwargs).close()  # a clear error for an unknown id, before the vector env
+    return gym.vector.SyncVectorEnv([lambda: make_env(env_id, **kwargs) for _ in range(n)],
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+
+def _time_limit(env):
+    """The TimeLimit wrapper in ``env``'s wrapper chain (gymnasium 1.x wrappers do not forward
+    attributes), or None."""
+    import gymnasium as gym
+
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, gym.wrappers.TimeLimit):
+            return env
+        env = env.env
+    return None
 
 
 def env_states(envs) -> list[dict[str, Any]]:
@@ -42,7 +67,7 @@ def env_states(envs) -> list[dict[str, Any]]:
             state = getattr(raw, "state", None)
             saved = {"state": None if state is None else np.asarray(state, dtype=np.float64).tolist(),
                      "steps_beyond_terminated": getattr(raw, "steps_beyond_terminated", None)}
-        saved["elapsed"] = getattr(env, "_elapsed_steps", None)
+        saved["elapsed"] = getattr(_time_limit(env), "_elapsed_steps", None)
         saved["rng"] = raw.np_random.bit_generator.state
         out.append(saved)
     return out
@@ -63,7 +88,7 @@ def restore_env_states(envs, saved: list[dict[str, Any]], reseed: int) -> None:
             raw.state = np.array(s["state"], dtype=np.asarray(raw.state).dtype)
             raw.steps_beyond_terminated = s["steps_beyond_terminated"]
         if s["elapsed"] is not None:
-            env._elapsed_steps = s["elapsed"]
+            _time_limit(env)._elapsed_steps = s["elapsed"]
         raw.np_random.bit_generator.state = s["rng"]
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainwell.rl.envs import greedy_action
+from trainwell.rl.envs import greedy_action, make_env
 
 
 @torch.no_grad()
@@ -17,14 +17,10 @@ def evaluate_policy(model: torch.nn.Module, env_id: str, episodes: int, seed: in
                     env_kwargs: dict[str, Any] | None = None) -> dict[str, float]:
     """Mean return of the deterministic policy over ``episodes`` separately seeded episodes (seeds
     ``seed``, ``seed + 1``, ...). The episodes run side by side, one batched forward pass per step."""
-    import gymnasium as gym
-
-    import trainwell.rl  # noqa: F401  (registers trainwell's own environments)
-
     was = model.training
     model.eval()
     device = next(model.parameters()).device
-    envs = [gym.make(env_id, **(env_kwargs or {})) for _ in range(episodes)]
+    envs = [make_env(env_id, **(env_kwargs or {})) for _ in range(episodes)]
     obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]
     returns, lengths = np.zeros(episodes), np.zeros(episodes, dtype=np.int64)
     live = list(range(episodes))
@@ -53,14 +49,10 @@ def run_episode(model: torch.nn.Module, env_id: str, seed: int, env_kwargs: dict
                 frames: list[np.ndarray] | None = None, max_frames: int = 0) -> tuple[float, int, dict]:
     """One deterministic episode; returns (return, length, last info). With ``frames``, the env
     renders ``rgb_array`` frames into it (at most ``max_frames``)."""
-    import gymnasium as gym
-
-    import trainwell.rl  # noqa: F401  (registers trainwell's own environments)
-
     was = model.training
     model.eval()
     device = next(model.parameters()).device
-    env = gym.make(env_id, **env_kwargs, **({"render_mode": "rgb_array"} if frames is not None else {}))
+    env = make_env(env_id, **env_kwargs, **({"render_mode": "rgb_array"} if frames is not None else {}))
     obs, info = env.reset(seed=seed)
     total, steps, done = 0.0, 0, False
     try:
