@@ -1,0 +1,134 @@
+"""Who this process is, and the process group (torchrun sets RANK/WORLD_SIZE/LOCAL_RANK)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Iterator
+
+import torch
+
+from trainwell.config.schema import Config
+from trainwell.errors import ConfigError, TrainwellError
+
+
+class CollectiveTimeout(TrainwellError):
+    """A collective did not complete within distributed.timeout_s (a rank hung or died)."""
+
+    exit_code = 4
+
+
+@dataclass
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    strategy: str = "none"  # "ddp" | "fsdp" when size > 1
+    timeout_s: float = 0.0
+    device: torch.device | None = None
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the only process that writes logs, plots, progress and the summary."""
+        return self.rank == 0
+
+
+def env_world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def setup(cfg: Config) -> World:
+    """Join the process group when started by torchrun with more than one process."""
+    size = env_world_size()
+    if size <= 1:
+        return World()
+    import torch.distributed as dist
+
+    d = cfg.distributed
+    if cfg.data.name == "gym":
+        raise ConfigError("distributed training of reinforcement-learning (gym) recipes is not supported "
+                          "yet: the rollout collector is not sharded; run them with one process.")
+    if cfg.train.precision == "fp16":
+        raise ConfigError("train.precision = 'fp16' is not supported with several processes (its loss "
+                          "scaler is not sharded); use 'bf16' or 'fp32'.")
+    if cfg.checkpoint.async_save:
+        raise ConfigError("checkpoint.async_save is not supported with several processes (every rank "
+                          "writes its shard synchronously); set checkpoint.async_save = false.")
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available() and cfg.train.device != "cpu"
+    backend = d.backend if d.backend != "auto" else ("nccl" if cuda else "gloo")
+    if backend == "nccl" and not cuda:
+        raise ConfigError("distributed.backend = 'nccl' needs CUDA GPUs; use 'auto' or 'gloo' on CPU.")
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend, timeout=timedelta(seconds=d.timeout_s),
+                                device_id=device if cuda else None)
+    return World(rank=rank, size=size, local_rank=local_rank, strategy=d.strategy, timeout_s=d.timeout_s,
+                 device=device)
+
+
+def teardown(world: World) -> None:
+    if world.size > 1:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def collective(world: World, what: str) -> Iterator[None]:
+    """Turn a timed-out or broken collective inside this block into one clear error.
+
+    ``what`` names the operation ("gradient all-reduce in backward", "checkpoint barrier", ...).
+    gloo and NCCL raise RuntimeError subclasses (DistBackendError, DistNetworkError) whose text
+    mentions a timeout or a closed connection when another rank hung or died.
+    """
+    if world.size == 1:
+        yield
+        return
+    try:
+        yield
+    except RuntimeError as e:
+        text = str(e)
+        import torch.distributed as dist
+
+        if isinstance(e, dist.DistError) or "timed out" in text.lower() or "gloo" in text.lower():
+            first = text.strip().splitlines()[0][:200] if text.strip() else type(e).__name__
+            raise CollectiveTimeout(
+                f"rank {world.rank} of {world.size}: {what} did not complete within distributed.timeout_s = "
+                f"{world.timeout_s:g} s ({first}); another rank hung or died — check its output above, "
+                f"or raise distributed.timeout_s if it is only slow.") from None
+        raise
+
+
+def broadcast_object(world: World, obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (small metadata only: paths, names)."""
+    if world.size == 1:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_objects(world: World, obj: Any) -> list[Any]:
+    """Every rank's ``obj`` (small, JSON-able metadata), in rank order, on every rank."""
+    if world.size == 1:
+        return [obj]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * world.size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier(world: World) -> None:
+    if world.size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
