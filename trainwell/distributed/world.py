@@ -71,6 +71,29 @@ def setup(cfg: Config) -> World:
                  device=device)
 
 
+def inject_fault(world: World, step: int) -> None:
+    """Fault injection for the tests, before step STEP on rank RANK (first attempt only):
+
+    TRAINWELL_FAULT="hang:RANK:STEP"  the rank stops responding (sleeps), so the others' next
+                                      collective must time out;
+    TRAINWELL_FAULT="kill:RANK:STEP"  the rank SIGKILLs itself, as an out-of-memory kill would.
+    """
+    spec = os.environ.get("TRAINWELL_FAULT")
+    if not spec or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
+        return
+    kind, rank, at = spec.split(":")
+    if int(rank) != world.rank or int(at) != step:
+        return
+    import signal
+
+    if kind == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    import time
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # hung, but torchrun can still stop it at once
+    time.sleep(10 * world.timeout_s + 60)
+
+
 def teardown(world: World) -> None:
     if world.size > 1:
         import torch.distributed as dist

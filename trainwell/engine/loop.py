@@ -22,7 +22,7 @@ import torch
 from trainwell import checkpoint as ckpt
 from trainwell.checkpoint.rng import RNGState
 from trainwell.config import Config, config_hash, to_toml, trajectory_items
-from trainwell.distributed.world import World, collective, setup, teardown
+from trainwell.distributed.world import World, collective, inject_fault, setup, teardown
 from trainwell.engine.job import Job, build_job, evaluate, to_device
 from trainwell.engine.peak import peak_flops
 from trainwell.engine.optim import build_optimizer, lr_factor, set_lr
@@ -198,6 +198,8 @@ def run(cfg: Config, run_dir: Path, world: World, *, resume: bool, branch_from: 
                         precision.backward(out.loss / cfg.train.grad_accum)
                         loss_sum += out.loss.item()
                     else:  # gradients are reduced across ranks in the last micro-batch's backward
+                        if micro == 0:
+                            inject_fault(world, step + 1)
                         weight = parallel.batch_weight(job.source)
                         last = micro == cfg.train.grad_accum - 1
                         with collective(world, f"the gradient all-reduce in the backward of step {step + 1}"), \
