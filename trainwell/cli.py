@@ -55,12 +55,12 @@ def train(
         if nproc > 1:
             from trainwell.api import launch_group
 
-            target = launch_group(nproc, recipe, sets, run_dir=run_dir, resume=resume, branch_from=from_,
-                                  max_restarts=max_restarts)
-            render_summary(summarize(target))
-            typer.echo(f"\nrun saved in {target}")
+            launch_group(nproc, recipe, sets, run_dir=run_dir, resume=resume, branch_from=from_,
+                         max_restarts=max_restarts)  # rank 0 prints the summary
             return
         result = run_training(recipe, sets, run_dir=run_dir, resume=resume, branch_from=from_)
+        if not result.summary:  # rank > 0 of a distributed run: rank 0 reports
+            return
         render_summary(summarize(result.run_dir))
         for i, text in enumerate(result.samples):
             typer.echo(f"\n--- sample {i + 1} ---\n{text}")

@@ -63,19 +63,63 @@ def seed_rank(seed: int, rank: int) -> None:
     torch.manual_seed(s)
 
 
-def parallelize(model: torch.nn.Module, cfg: Config, world: World) -> torch.nn.Module:
-    """The module the training step runs: DDP(model), or ``model`` itself sharded in place by FSDP2.
+def model_methods(model: torch.nn.Module) -> list[str]:
+    """Public methods the model's own classes define besides forward (``log_prob``, ``embed``, ...).
+
+    Objectives may call these instead of ``model(x)``; under DDP and FSDP they must run through
+    the wrapper's forward machinery (gradient-sync hooks, parameter gathering) all the same.
+    """
+    names: set[str] = set()
+    for cls in type(model).__mro__:
+        if cls in (torch.nn.Module, object):
+            break
+        names.update(n for n, v in vars(cls).items() if callable(v) and not n.startswith("_") and n != "forward")
+    return sorted(names)
+
+
+class _Route(torch.nn.Module):
+    """DDP wraps this, so ``model.log_prob(x)`` too goes through DDP's forward: ``route("log_prob", x)``."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.model, method)(*args, **kwargs)
+
+
+class DDPStep:
+    """What the objective calls under DDP: ``step(x)`` and ``step.log_prob(x)`` run through DDP;
+    any other attribute is the plain model's."""
+
+    def __init__(self, ddp: Any, model: torch.nn.Module, methods: list[str]):
+        self.ddp, self.model, self._methods = ddp, model, set(methods)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.ddp("forward", *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._methods:
+            return lambda *args, **kwargs: self.ddp(name, *args, **kwargs)
+        return getattr(self.model, name)
+
+
+def parallelize(model: torch.nn.Module, cfg: Config, world: World) -> Any:
+    """What the training step calls: DDP around ``model``, or ``model`` sharded in place by FSDP2
+    (compiled if train.compile).
 
     FSDP2 (``fully_shard``) shards every parameter along dim 0 across ranks; each transformer
     block is its own unit (gathered just before it runs, freed after), the root holds the rest
     (embeddings, head). Mixed precision: parameters gathered in the compute dtype of
     train.precision, gradients reduced in fp32 (Zhao et al. 2023, "PyTorch FSDP").
     """
+    methods = model_methods(model)
     if world.strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ids = [world.device.index] if world.device is not None and world.device.type == "cuda" else None
-        return DDP(model, device_ids=ids)
+        ddp: Any = DDP(_Route(model), device_ids=ids)
+        return DDPStep(torch.compile(ddp) if cfg.train.compile else ddp, model, methods)
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
     param_dtype = {"bf16": torch.bfloat16}.get(cfg.train.precision, torch.float32)
@@ -84,16 +128,15 @@ def parallelize(model: torch.nn.Module, cfg: Config, world: World) -> torch.nn.M
     for block in getattr(model, "blocks", []):
         fully_shard(block, mp_policy=mp, reshard_after_forward=reshard)
     fully_shard(model, mp_policy=mp, reshard_after_forward=reshard)
-    for name in ("embed",):  # methods called instead of forward (clustering embeds with the encoder)
-        if callable(getattr(model, name, None)):
-            register_fsdp_forward_method(model, name)
-    return model
+    for name in methods:  # gather the parameters around these calls as around forward
+        register_fsdp_forward_method(model, name)
+    return torch.compile(model) if cfg.train.compile else model
 
 
 def grad_sync(step_model: torch.nn.Module, world: World, last: bool) -> contextlib.AbstractContextManager[Any]:
     """Reduce gradients only on the last micro-batch of an accumulation (no_sync on the others)."""
     if world.strategy == "ddp":
-        ddp = getattr(step_model, "_orig_mod", step_model)  # under torch.compile
+        ddp = getattr(step_model.ddp, "_orig_mod", step_model.ddp)  # under torch.compile
         return contextlib.nullcontext() if last else ddp.no_sync()
     fsdp = getattr(step_model, "_orig_mod", step_model)
     fsdp.set_requires_gradient_sync(last)

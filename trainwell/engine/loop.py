@@ -97,7 +97,7 @@ def run(cfg: Config, run_dir: Path, world: World, *, resume: bool, branch_from: 
     init_note = init_weights(job.model, Path(cfg.train.init_from)) if cfg.train.init_from else None
     if cfg.train.activation_checkpointing:
         apply_activation_checkpointing(job.model, cfg.train.activation_checkpointing)
-    parallel_model = job.model
+    parallel_model: Any = job.model
     if not single:  # data parallel: this rank's slice of each batch; DDP or FSDP2 around the model
         from trainwell.distributed import parallel
         from trainwell.distributed.reduce import evaluate as evaluate_sharded, reduce_step
@@ -107,7 +107,7 @@ def run(cfg: Config, run_dir: Path, world: World, *, resume: bool, branch_from: 
         parallel_model = parallel.parallelize(job.model, cfg, world)
     optimizer = build_optimizer(job.model, cfg.optim, device)  # after FSDP: over the parameter shards
     precision = Precision(cfg.train.precision, device)
-    step_model = maybe_compile(parallel_model, cfg.train.compile)
+    step_model = maybe_compile(parallel_model, cfg.train.compile) if single else parallel_model
     loop = LoopState()
     app_state: dict[str, Any] = {"model": job.model, "optimizer": optimizer, "data": job.source,
                                  "rng": RNGState(), "loop": loop}
@@ -300,28 +300,25 @@ def finish(cfg: Config, run_dir: Path, job: Job, loop: LoopState, last_val: dict
            steps: int, *, first_step_s: float | None, wall_s: float, world: World = World()) -> RunResult:
     """Samples, plots and the summary a person reads at the end (written by rank 0 only).
 
-    Under FSDP every forward pass gathers parameter shards collectively, so all ranks run the
-    sampling and the paradigm's finish in step; the others write into a throw-away folder.
+    Under FSDP no rank holds the whole model, so rank 0 rebuilds a plain one from the final
+    checkpoint (as `trainwell generate` would) for sampling and the paradigm's finish.
     """
-    import tempfile
-
     from trainwell.track.meta import write_json
 
-    if not world.main and world.strategy != "fsdp":
+    if not world.main:
         return RunResult(run_dir=run_dir, summary={}, samples=[])
-    out_dir = run_dir if world.main else Path(tempfile.mkdtemp(prefix="trainwell-rank-"))
+    model = job.model
+    if world.strategy == "fsdp":
+        model = build_job(cfg, world.device or torch.device("cpu")).model
+        model.load_state_dict(ckpt.load_entry(newest_valid(run_dir / "checkpoints", "the run saved none."),
+                                              "model"))
     samples: list[str] = []
     if job.sample is not None and cfg.eval.samples:
-        samples = job.sample(job.model, cfg.eval.prompt, cfg.eval.samples, cfg.eval.sample_tokens,
+        samples = job.sample(model, cfg.eval.prompt, cfg.eval.samples, cfg.eval.sample_tokens,
                              cfg.eval.temperature, cfg.eval.top_k, cfg.train.seed)
-        (out_dir / "samples.txt").write_text(
+        (run_dir / "samples.txt").write_text(
             "".join(f"--- sample {i + 1} ---\n{s}\n" for i, s in enumerate(samples)), encoding="utf-8")
-    extra = job.finish(job.model, out_dir) if job.finish is not None else {}
-    if not world.main:
-        import shutil
-
-        shutil.rmtree(out_dir, ignore_errors=True)
-        return RunResult(run_dir=run_dir, summary={}, samples=[])
+    extra = job.finish(model, run_dir) if job.finish is not None else {}
     summary = {"steps": loop.step,
                **{k.replace("/", "_"): round(v, 4) for k, v in last_val.items()},
                "best_val_loss": loop.best_val, "best_step": loop.best_step,
