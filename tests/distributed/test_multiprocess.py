@@ -7,9 +7,9 @@ Process start-up dominates, so few launches check many things:
   than one process's batch mean (fp32 rounding, ~1e-7 relative per step; Adam and 12 steps keep
   it far below the 1e-5 tolerance used here).
 * Sharded checkpoints: one file per rank, JSON index, resharded on load (2 ranks -> 1 process,
-  DDP -> FSDP), exact resume with the same world size, and `trainwell eval`/`generate` read them.
-* Faults: a SIGKILLed rank is restarted by torchrun's elastic agent and the run resumes to the
-  bit-identical result; a hung rank makes the others fail with a message naming rank and operation.
+  DDP -> FSDP), and `trainwell eval`/`generate` read them.
+* Faults: a SIGKILLed rank is restarted by torchrun's elastic agent and the run resumes (same
+  world size) to the bit-identical result; a hung rank makes the others fail with a message naming rank and operation.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -31,9 +32,18 @@ STEPS = 12
 TOL = 1e-5  # see the module docstring: reduction order, not a difference in the algorithm
 
 
-def launch(args: list[str], env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "trainwell", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+def launch(args: list[str], env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+    """Run trainwell in its own process group, so a timeout also stops torchrun and its workers."""
+    cmd = [sys.executable, "-m", "trainwell", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"trainwell {' '.join(args[:2])} did not finish in {timeout} s; its output:\n{(out + err)[-4000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def train(run_dir: Path, text: Path, *extra: str, nproc: int = 1, env: dict | None = None,
@@ -62,6 +72,18 @@ def max_diff(a: dict, b: dict) -> float:
     return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
 
 
+def assert_bitwise(a: dict, b: dict, entry: str) -> None:
+    """Model or (parameter-name keyed) optimizer state: every tensor equal bit for bit."""
+    flat = (lambda s: s) if entry == "model" else (  # noqa: E731
+        lambda s: {f"{p}/{m}": t for p, st in s["state"].items() for m, t in st.items()})
+    fa, fb = flat(a), flat(b)
+    assert fa.keys() == fb.keys()
+    for k in fa:
+        assert fa[k].dtype == fb[k].dtype and fa[k].numpy().tobytes() == fb[k].numpy().tobytes(), (entry, k)
+    if entry == "optimizer":
+        assert a["param_groups"] == b["param_groups"]
+
+
 def resume_copy(src: Path, dst: Path, keep_step: int) -> Path:
     """A copy of a finished run whose newest checkpoint is step ``keep_step``."""
     shutil.copytree(src, dst)
@@ -75,8 +97,8 @@ def resume_copy(src: Path, dst: Path, keep_step: int) -> Path:
 def runs(tmp_path_factory, tiny_text):
     root = tmp_path_factory.mktemp("dist")
     ok(train(root / "one", tiny_text))
-    ok(train(root / "ddp", tiny_text, nproc=2))
-    # FSDP2 composed with activation checkpointing of every block
+    # DDP with torch.compile; FSDP2 with activation checkpointing of every block
+    ok(train(root / "ddp", tiny_text, "train.compile=true", nproc=2))
     ok(train(root / "fsdp", tiny_text, "distributed.strategy='fsdp'", "train.activation_checkpointing=1", nproc=2))
     return root, tiny_text
 
@@ -117,26 +139,24 @@ def test_ddp_and_fsdp_track_one_process_and_checkpoints_reshard(runs, tmp_path):
     ok(launch(["train", "--resume", str(single)]))
     assert max_diff(load_entry(single / "checkpoints" / f"step-{STEPS}", "model"), one) < TOL
     to_fsdp = resume_copy(root / "ddp", tmp_path / "ddp-to-fsdp", 4)
-    ok(launch(["train", "--resume", str(to_fsdp), "--nproc", "2", "--set", "distributed.strategy='fsdp'"]))
+    ok(launch(["train", "--resume", str(to_fsdp), "--nproc", "2", "--set", "distributed.strategy='fsdp'",
+               "--set", "train.compile=false"]))
     assert max_diff(load_entry(to_fsdp / "checkpoints" / f"step-{STEPS}", "model"), one) < TOL
 
 
-def test_same_size_resume_is_exact_and_a_killed_rank_is_restarted(runs, tmp_path):
+def test_a_killed_rank_is_restarted_and_resumes_exactly(runs, tmp_path):
     root, text = runs
-    # a rank SIGKILLs itself at step 7 (after the step-4 checkpoint); torchrun restarts the group,
-    # which resumes from step 4 and must end bit-identical to the undisturbed DDP run
+    # an FSDP rank SIGKILLs itself at step 7 (after the step-4 checkpoint); torchrun's agent restarts
+    # the group, which resumes from step 4 (same world size) and must end bit-identical to the
+    # undisturbed FSDP run: model shards, Adam moments, step counts
     killed = tmp_path / "killed"
-    done = ok(train(killed, text, nproc=2, more=("--max-restarts", "1"), env={"TRAINWELL_FAULT": "kill:1:7"}))
+    done = ok(train(killed, text, "distributed.strategy='fsdp'", "train.activation_checkpointing=1", nproc=2,
+                    more=("--max-restarts", "1"), env={"TRAINWELL_FAULT": "kill:1:7"}))
     assert "resumed from" in done.stdout + done.stderr
-    ref = root / "ddp" / "checkpoints" / f"step-{STEPS}"
+    ref = root / "fsdp" / "checkpoints" / f"step-{STEPS}"
     got = killed / "checkpoints" / f"step-{STEPS}"
     for entry in ("model", "optimizer"):
-        a, b = load_entry(ref, entry), load_entry(got, entry)
-        flat = lambda s: {k: v for k, v in s.items()} if entry == "model" else {  # noqa: E731
-            f"{p}/{m}": t for p, st in s["state"].items() for m, t in st.items()}
-        fa, fb = flat(a), flat(b)
-        assert fa.keys() == fb.keys()
-        assert all(torch.equal(fa[k], fb[k]) for k in fa), entry
+        assert_bitwise(load_entry(ref, entry), load_entry(got, entry), entry)
     steps = sorted(losses(killed, "train/loss"))
     assert steps == list(range(2, STEPS + 1, 2))  # redone steps are logged once
 

@@ -15,7 +15,7 @@ from trainwell.errors import ConfigError, TrainwellError
 
 
 class CollectiveTimeout(TrainwellError):
-    """A collective did not complete within distributed.timeout_s (a rank hung or died)."""
+    """A collective did not complete: it timed out (a rank hung) or a peer's connection closed (it died)."""
 
     exit_code = 4
 
@@ -65,8 +65,9 @@ def setup(cfg: Config) -> World:
     if cuda:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend, timeout=timedelta(seconds=d.timeout_s),
-                                device_id=device if cuda else None)
+        timeout = timedelta(seconds=d.timeout_s)
+        dist.init_process_group(backend, timeout=timeout, device_id=device if cuda else None,
+                                **restart_store(rank, size, timeout))
     return World(rank=rank, size=size, local_rank=local_rank, strategy=d.strategy, timeout_s=d.timeout_s,
                  device=device)
 
@@ -94,6 +95,25 @@ def inject_fault(world: World, step: int) -> None:
     time.sleep(10 * world.timeout_s + 60)
 
 
+def restart_store(rank: int, size: int, timeout: timedelta) -> dict[str, Any]:
+    """After torchrun restarted the group: the rendezvous store under a fresh key prefix.
+
+    torchrun keeps its key-value store across restarts, and the new processes' gloo handshake
+    would otherwise read the dead processes' addresses still stored under the same keys (seen
+    here: "connectFullMesh ... Connection refused" on some restarts). The first attempt uses
+    torch's own env:// set-up unchanged.
+    """
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    if attempt == "0":
+        return {}
+    import torch.distributed as dist
+
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # the agent hosts it
+    base = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size=size,
+                         is_master=not agent_store and rank == 0, timeout=timeout, multi_tenant=True)
+    return {"store": dist.PrefixStore(f"trainwell/attempt-{attempt}", base), "rank": rank, "world_size": size}
+
+
 def teardown(world: World) -> None:
     if world.size > 1:
         import torch.distributed as dist
@@ -119,13 +139,18 @@ def collective(world: World, what: str) -> Iterator[None]:
         text = str(e)
         import torch.distributed as dist
 
-        if isinstance(e, dist.DistError) or "timed out" in text.lower() or "gloo" in text.lower():
-            first = text.strip().splitlines()[0][:200] if text.strip() else type(e).__name__
+        if not (isinstance(e, dist.DistError) or "timed out" in text.lower() or "gloo" in text.lower()):
+            raise
+        first = text.strip().splitlines()[0][:160] if text.strip() else type(e).__name__
+        if "timed out" in text.lower() or "timeout" in text.lower():
             raise CollectiveTimeout(
                 f"rank {world.rank} of {world.size}: {what} did not complete within distributed.timeout_s = "
                 f"{world.timeout_s:g} s ({first}); another rank hung or died — check its output above, "
                 f"or raise distributed.timeout_s if it is only slow.") from None
-        raise
+        raise CollectiveTimeout(
+            f"rank {world.rank} of {world.size}: {what} failed because another rank left ({first}); check its "
+            f"output above. With --max-restarts torchrun restarts the group, which resumes from the newest "
+            f"checkpoint.") from None
 
 
 def broadcast_object(world: World, obj: Any) -> Any:
