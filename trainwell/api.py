@@ -7,14 +7,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
-import os
-
 from trainwell.config import load_config
 from trainwell.config.schema import Config
-from trainwell.distributed.world import env_world_size
 from trainwell.errors import ConfigError, TrainwellError
 
 
@@ -25,7 +23,7 @@ def train(recipe: str | Config = "default", overrides: Sequence[str] = (), *, ru
     from trainwell.engine.loop import train as run_training
     from trainwell.engine.state import has_checkpoints, new_run_dir
 
-    if env_world_size() > 1 and resume is None:  # started by torchrun with several processes
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and resume is None:  # started by torchrun with several processes
         if run_dir is None:
             raise ConfigError("several processes must write to the same run directory: pass --run-dir "
                               "(`trainwell train --nproc N` picks one for you).")
@@ -46,6 +44,7 @@ def launch_group(nproc: int, recipe: str, overrides: Sequence[str] = (), *, run_
                  max_restarts: int = 0) -> Path:
     """Train with ``nproc`` local processes through torchrun; returns the run directory."""
     from trainwell.distributed.launch import launch
+    from trainwell.distributed.world import check
     from trainwell.engine.state import new_run_dir
 
     sets = [a for o in overrides for a in ("--set", o)]
@@ -53,6 +52,7 @@ def launch_group(nproc: int, recipe: str, overrides: Sequence[str] = (), *, run_
         target, args = Path(resume), ["--resume", str(resume), *sets]
     else:  # validate the recipe and pick the one run directory all ranks (and restarts) share
         cfg = load_config(recipe, list(overrides))
+        check(cfg)
         name = cfg.run.name or Path(recipe).stem
         target = new_run_dir(cfg, str(run_dir) if run_dir else None, name)
         args = [recipe, "--run-dir", str(target), *sets]

@@ -66,10 +66,14 @@ def test_global_batch_must_split_evenly():
         shard_source(src, cfg, World(rank=0, size=4))
 
 
-def test_several_processes_need_one_run_dir_and_gym_is_refused(monkeypatch, tiny):
+def test_several_processes_need_one_run_dir_and_gym_is_refused(monkeypatch, tiny, cli, tmp_path):
     import trainwell
     from trainwell.distributed.world import setup
 
+    # refused by the launcher before any process starts or any run directory is made
+    done = cli("train", "cartpole_ppo", "--nproc", "2", "--run-dir", str(tmp_path / "rl"))
+    assert done.returncode == 2 and "reinforcement-learning (gym)" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "rl").exists()
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="--run-dir"):
         trainwell.train("default", tiny())

@@ -25,6 +25,17 @@ def reduce_step(world: World, loss_sum: float, units: int, stop: bool, micro_bat
     return float(t[0]) / (world.size * micro_batches), int(t[1]), bool(t[2] > 0)
 
 
+def mean_over_ranks(world: World, values: dict[str, float]) -> dict[str, float]:
+    """The ranks' mean of each value (the objective's metrics on the last micro-batch, at log steps)."""
+    if not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    with collective(world, "the train-metrics all-reduce"):
+        dist.all_reduce(t)
+    return {k: float(v) / world.size for k, v in zip(keys, t.tolist())}
+
+
 def evaluate(job: Any, device: torch.device, autocast: Callable[[], Any], world: World) -> dict[str, float]:
     """Like ``engine.job.evaluate`` with the eval batches dealt round-robin to the ranks.
 

@@ -39,14 +39,8 @@ def env_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def setup(cfg: Config) -> World:
-    """Join the process group when started by torchrun with more than one process."""
-    size = env_world_size()
-    if size <= 1:
-        return World()
-    import torch.distributed as dist
-
-    d = cfg.distributed
+def check(cfg: Config) -> None:
+    """Refuse, before any process starts, what several processes cannot do yet."""
     if cfg.data.name == "gym":
         raise ConfigError("distributed training of reinforcement-learning (gym) recipes is not supported "
                           "yet: the rollout collector is not sharded; run them with one process.")
@@ -56,6 +50,17 @@ def setup(cfg: Config) -> World:
     if cfg.checkpoint.async_save:
         raise ConfigError("checkpoint.async_save is not supported with several processes (every rank "
                           "writes its shard synchronously); set checkpoint.async_save = false.")
+
+
+def setup(cfg: Config) -> World:
+    """Join the process group when started by torchrun with more than one process."""
+    size = env_world_size()
+    if size <= 1:
+        return World()
+    import torch.distributed as dist
+
+    check(cfg)
+    d = cfg.distributed
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     cuda = torch.cuda.is_available() and cfg.train.device != "cpu"
     backend = d.backend if d.backend != "auto" else ("nccl" if cuda else "gloo")

@@ -100,7 +100,7 @@ def run(cfg: Config, run_dir: Path, world: World, *, resume: bool, branch_from: 
     parallel_model: Any = job.model
     if not single:  # data parallel: this rank's slice of each batch; DDP or FSDP2 around the model
         from trainwell.distributed import parallel
-        from trainwell.distributed.reduce import evaluate as evaluate_sharded, reduce_step
+        from trainwell.distributed.reduce import evaluate as evaluate_sharded, mean_over_ranks, reduce_step
 
         parallel.shard_source(job.source, cfg, world)
         parallel.seed_rank(cfg.train.seed, world.rank)
@@ -118,7 +118,8 @@ def run(cfg: Config, run_dir: Path, world: World, *, resume: bool, branch_from: 
 
         app_state = dist_ckpt.sharded_app_state(app_state, job.model, optimizer)
     steps = total_steps(cfg, job)
-    peak = peak_flops(device, precision.dtype or torch.float32) if job.flops_per_unit else 0.0
+    # the peak of all ranks' devices together: throughput below counts every rank's units
+    peak = peak_flops(device, precision.dtype or torch.float32) * world.size if job.flops_per_unit else 0.0
 
     # ---- restore: --resume continues this run exactly; --from branches a new one
     ckpt_root = run_dir / "checkpoints"
@@ -246,7 +247,8 @@ def run(cfg: Config, run_dir: Path, world: World, *, resume: bool, branch_from: 
                         values["train/grad_norm"] = grad_norm
                     if peak:
                         values["train/mfu"] = job.flops_per_unit * rate / peak
-                    values.update({f"train/{k}": float(v) for k, v in out.metrics.items()})
+                    step_metrics = {f"train/{k}": float(v) for k, v in out.metrics.items()}
+                    values.update(step_metrics if single else mean_over_ranks(world, step_metrics))
                     if job.train_metrics is not None:
                         values.update(job.train_metrics())
                     log(loop.step, values)
