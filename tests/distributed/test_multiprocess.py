@@ -7,7 +7,7 @@ Process start-up dominates, so few launches check many things:
   than one process's batch mean (fp32 rounding, ~1e-7 relative per step; Adam and 12 steps keep
   it far below the 1e-5 tolerance used here).
 * Sharded checkpoints: one file per rank, JSON index, resharded on load (2 ranks -> 1 process,
-  DDP -> FSDP), and `trainwell eval`/`generate` read them.
+  DDP -> FSDP, 1 process -> 2 FSDP ranks), and `trainwell eval`/`generate` read them.
 * Faults: a SIGKILLed rank is restarted by torchrun's elastic agent and the run resumes (same
   world size) to the bit-identical result; a hung rank makes the others fail with a message naming rank and operation.
 """
@@ -142,6 +142,10 @@ def test_ddp_and_fsdp_track_one_process_and_checkpoints_reshard(runs, tmp_path):
     ok(launch(["train", "--resume", str(to_fsdp), "--nproc", "2", "--set", "distributed.strategy='fsdp'",
                "--set", "train.compile=false"]))
     assert max_diff(load_entry(to_fsdp / "checkpoints" / f"step-{STEPS}", "model"), one) < TOL
+    # and a 1-process checkpoint (the single-process format) continued by 2 FSDP ranks
+    from_one = resume_copy(root / "one", tmp_path / "one-to-fsdp", 4)
+    ok(launch(["train", "--resume", str(from_one), "--nproc", "2", "--set", "distributed.strategy='fsdp'"]))
+    assert max_diff(load_entry(from_one / "checkpoints" / f"step-{STEPS}", "model"), one) < TOL
 
 
 def test_a_killed_rank_is_restarted_and_resumes_exactly(runs, tmp_path):

@@ -246,3 +246,53 @@ def load(ckpt_dir: Path, app_state: Mapping[str, Any], world: World) -> dict[str
             raise CheckpointError(f"checkpoint {ckpt_dir} entry {name!r} does not fit this run ({first}); load a "
                                   f"checkpoint written with the same model and optimizer config.") from e
     return manifest
+
+
+# --------------------------------------------------------------------------- from one process
+
+
+def _place(target: Any, saved: Any) -> Any:
+    """``saved`` (full CPU tensors) written into ``target``'s tensors in place, each rank its rows."""
+    if isinstance(saved, torch.Tensor):
+        if target is None:
+            return saved
+        if _is_dtensor(target):
+            (placement,) = target.placements
+            if type(placement).__name__ == "Shard":
+                lo, hi = shard_rows(target.shape[0], target.device_mesh.size(), target.device_mesh.get_local_rank())
+                saved = saved[lo:hi]
+            target.to_local().copy_(saved)
+        else:
+            target.copy_(saved)
+        return target
+    if isinstance(saved, dict):
+        return {k: _place(target.get(k) if isinstance(target, dict) else None, v) for k, v in saved.items()}
+    if isinstance(saved, list):
+        return [_place(target[i] if isinstance(target, list) and i < len(target) else None, v)
+                for i, v in enumerate(saved)]
+    return saved
+
+
+def _by_name(opt: OptimizerState, saved: dict[str, Any]) -> dict[str, Any]:
+    """A single-process optimizer state_dict (keyed by parameter position) keyed by parameter name."""
+    names = {id(p): n for n, p in opt.model.named_parameters()}
+    order = [names[id(p)] for g in opt.optimizer.param_groups for p in g["params"]]
+    return {"state": {order[int(i)]: s for i, s in saved["state"].items()},
+            "param_groups": [{**g, "params": [order[int(i)] for i in g["params"]]} for g in saved["param_groups"]]}
+
+
+def load_single(ckpt_dir: Path, app_state: Mapping[str, Any], world: World) -> None:
+    """Restore a checkpoint written by ONE process into this run of several (each rank its rows).
+
+    Every rank reads the full tensors of the single-process files and keeps its shard. Random
+    streams: rank 0 continues the saved ones; the other ranks keep their own (seeded per rank).
+    """
+    store.verify(Path(ckpt_dir))
+    for name, obj in app_state.items():
+        if name in PER_RANK and world.rank != 0:
+            continue
+        saved = store.load_entry(Path(ckpt_dir), name)
+        if isinstance(obj, OptimizerState):
+            saved = _by_name(obj, saved)
+        state = _place(obj.state_dict(), saved) if isinstance(obj, (ModelState, OptimizerState)) else saved
+        obj.load_state_dict(state)

@@ -428,10 +428,6 @@ def restore(path: Path, app_state: dict[str, Any], cfg: Config, *, same_config: 
     model = getattr(app_state["model"], "model", app_state["model"])  # unwrap ModelState
     check_model_fits(path, model)
     sharded = manifest.get("layout") == "sharded"
-    if world.size > 1 and not sharded:
-        raise CheckpointError(f"checkpoint {path} was written by a single process; a run with several processes "
-                              f"cannot restore its optimizer state — start from its weights instead with "
-                              f"`--set train.init_from={path}`.")
     try:
         if sharded:  # written by several ranks: each rank reads its rows under this run's sharding
             from trainwell.distributed import checkpoint as dist_ckpt
@@ -440,6 +436,11 @@ def restore(path: Path, app_state: dict[str, Any], cfg: Config, *, same_config: 
                 app_state, model, app_state["optimizer"])
             with collective(world, f"restoring {path}"):
                 dist_ckpt.load(path, target, world)
+        elif world.size > 1:  # written by one process, resumed by several
+            from trainwell.distributed import checkpoint as dist_ckpt
+
+            with collective(world, f"restoring {path}"):
+                dist_ckpt.load_single(path, app_state, world)
         else:
             ckpt.load(path, app_state)
     except CheckpointError:
