@@ -131,6 +131,8 @@ def run(cfg: Config, run_dir: Path, world: World, *, resume: bool, branch_from: 
 
     # ---- run directory: resolved config, provenance, metric sinks (rank 0 only)
     resume_step = loop.step if restored_from else None
+    if resume_step is None and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
+        resume_step = 0  # torchrun restarted a group that had saved nothing yet: drop its logged steps
     sinks: list[Any] = []
     if world.main:
         (run_dir / "config.toml").write_text(to_toml(cfg), encoding="utf-8")
