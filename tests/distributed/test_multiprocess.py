@@ -23,7 +23,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from conftest import tiny_sets
 from trainwell.checkpoint import load_entry

@@ -16,8 +16,10 @@ so N ranks save and M ranks (or a single process) load.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -112,8 +114,6 @@ def _localize(obj: Any, path: list[str], shards: dict[str, tuple[int, int, list[
 def save(ckpt_dir: Path, app_state: Mapping[str, Any], world: World, *, step: int,
          meta: dict[str, Any] | None = None) -> Path:
     """Every rank writes its shard file; rank 0 writes index + manifest and publishes atomically."""
-    import json
-
     ckpt_dir = Path(ckpt_dir)
     root = ckpt_dir.parent
     with collective(world, f"the checkpoint save of step {step}"):
@@ -222,8 +222,6 @@ def _fill_tensor(target: Any, key: str, reader: ShardReader, entry: str) -> torc
 
 def load(ckpt_dir: Path, app_state: Mapping[str, Any], world: World) -> dict[str, Any]:
     """Restore ``app_state`` (model/optimizer as ModelState/OptimizerState) from a sharded checkpoint."""
-    import warnings
-
     manifest = store.verify(Path(ckpt_dir))
     reader = ShardReader(Path(ckpt_dir))
     saved_world = int(reader.index["world_size"])
