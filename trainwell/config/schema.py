@@ -155,7 +155,8 @@ class ScheduleConfig:
 class TrainConfig:
     steps: int = opt(1000, "optimizer steps to train (ignored when epochs > 0)", min=1)
     epochs: int = opt(0, "train for this many passes over the data instead of steps", min=0)
-    batch_size: int = opt(32, "sequences per micro-batch", min=1)
+    batch_size: int = opt(32, "samples per micro-batch, summed over all processes (global batch; each of "
+                          "N data-parallel ranks takes batch_size / N of it)", min=1)
     grad_accum: int = opt(1, "micro-batches per optimizer step", min=1)
     seed: int = opt(1337, "seed for initialisation, data order and dropout", min=0)
     precision: str = opt("fp32", "fp32, bf16 (autocast on CPU and CUDA) or fp16 (CUDA, loss scaling)",
@@ -203,6 +204,24 @@ class LogConfig:
 
 
 @dataclass
+class DistributedConfig:
+    """How several processes (started by torchrun or `trainwell train --nproc N`) share the work.
+
+    Only read when the launcher starts more than one process; a single process ignores it.
+    """
+
+    strategy: str = opt("ddp", "ddp: replicated model, gradient all-reduce; fsdp: FSDP2 (fully_shard), "
+                        "parameters, gradients and optimizer state sharded across ranks",
+                        choices=("ddp", "fsdp"))
+    backend: str = opt("auto", "collective backend: auto (nccl on CUDA, gloo on CPU), gloo or nccl",
+                       choices=("auto", "gloo", "nccl"))
+    timeout_s: float = opt(600.0, "a collective (all-reduce, barrier, ...) waiting longer than this fails "
+                           "with a message naming the rank and the operation", min=1.0)
+    reshard_after_forward: bool = opt(True, "fsdp: free gathered parameters after forward (less memory, "
+                                      "one more all-gather in backward)")
+
+
+@dataclass
 class Config:
     description: str = opt("", "one line shown by `trainwell recipes`")
     run: RunConfig = field(default_factory=RunConfig)
@@ -215,6 +234,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
 
 @dataclass
@@ -358,4 +378,4 @@ VARIANTS: dict[str, dict[str, type]] = {
 # Sections and keys that do not change the training trajectory: a run may be resumed with
 # these changed. Everything else is part of the config hash stored in every checkpoint.
 NON_TRAJECTORY = ("description", "run.", "eval.", "checkpoint.", "log.", "data.cache_dir", "data.video",
-                  "train.threads", "train.compile")
+                  "train.threads", "train.compile", "distributed.")
