@@ -72,7 +72,7 @@ def test_several_processes_need_one_run_dir_and_gym_is_refused(monkeypatch, tiny
 
     # refused by the launcher before any process starts or any run directory is made
     done = cli("train", "cartpole_ppo", "--nproc", "2", "--run-dir", str(tmp_path / "rl"))
-    assert done.returncode == 2 and "reinforcement-learning (gym)" in done.stderr
+    assert done.returncode == 2 and "reinforcement-learning recipes" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "rl").exists()
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="--run-dir"):

@@ -41,9 +41,9 @@ def env_world_size() -> int:
 
 def check(cfg: Config) -> None:
     """Refuse, before any process starts, what several processes cannot do yet."""
-    if cfg.data.name == "gym":
-        raise ConfigError("distributed training of reinforcement-learning (gym) recipes is not supported "
-                          "yet: the rollout collector is not sharded; run them with one process.")
+    if cfg.data.name in ("gym", "replay"):
+        raise ConfigError("distributed training of reinforcement-learning recipes is not supported yet: the "
+                          "rollout collector and the replay buffer are not sharded; run them with one process.")
     if cfg.train.precision == "fp16":
         raise ConfigError("train.precision = 'fp16' is not supported with several processes (its loss "
                           "scaler is not sharded); use 'bf16' or 'fp32'.")
