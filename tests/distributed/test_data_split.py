@@ -77,7 +77,7 @@ def test_several_processes_need_one_run_dir_and_gym_is_refused(monkeypatch, tiny
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="--run-dir"):
         trainwell.train("default", tiny())
-    with pytest.raises(ConfigError, match="gym"):
+    with pytest.raises(ConfigError, match="reinforcement-learning"):
         setup(load_config("cartpole_ppo"))
 
 
