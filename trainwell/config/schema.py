@@ -47,6 +47,8 @@ class TextDataConfig:
     context: int = opt(128, "characters per training sequence", min=2)
     min_char_count: int = opt(1, "characters seen fewer times than this map to <unk>", min=1)
     cache_dir: str = opt("", "token cache folder (default: $TRAINWELL_CACHE or ~/.cache/trainwell)")
+    replay_fraction: float = opt(0.0, "transfer: share of each batch's sequences drawn from the pretraining "
+                                 "text of train.init_from (replay against forgetting)", min=0.0, max=0.9)
 
 
 @dataclass
@@ -170,6 +172,25 @@ class TrainConfig:
 
 
 @dataclass
+class AdapterConfig:
+    """How a pretrained model (train.init_from) is adapted; see trainwell/adapters."""
+
+    method: str = opt("none", "none (train the weights themselves, minus `freeze`), lora (low-rank adapters on a "
+                      "frozen base) or qlora (lora on a 4-bit NF4 base)", choices=("none", "lora", "qlora"))
+    rank: int = opt(8, "LoRA rank r", min=1)
+    alpha: float = opt(16.0, "LoRA scale: the update B @ A is multiplied by alpha / rank", min=0.0)
+    dropout: float = opt(0.0, "dropout on the input of the LoRA path", min=0.0, max=1.0)
+    targets: list[str] = opt(["qkv", "proj", "fc"], "linear layers that get adapters (peft target_modules: "
+                             "module-name suffixes)")
+    freeze: list[str] = opt([], "method 'none': freeze parameters whose names match these glob patterns "
+                            "(e.g. 'tok_emb.*', 'blocks.0.*')")
+    train_only: list[str] = opt([], "method 'none': freeze every parameter except those matching these glob "
+                                "patterns (e.g. 'blocks.3.*', 'ln_f.*': the last block and the head)")
+    quant_backend: str = opt("bitsandbytes", "qlora: library that stores the 4-bit base (see "
+                             "bench/RESULTS.md, QLoRA backends)", choices=("bitsandbytes", "torchao"))
+
+
+@dataclass
 class EvalConfig:
     every: int = opt(250, "evaluate every N optimizer steps (0 = only at the end)", min=0)
     batches: int = opt(20, "validation batches per evaluation", min=1)
@@ -181,6 +202,8 @@ class EvalConfig:
     stop_metric: str = opt("", "stop training once this evaluation metric reaches eval.stop_at "
                            "(e.g. 'val/return'; '' = never stop early)")
     stop_at: float = opt(0.0, "threshold for eval.stop_metric")
+    retain: bool = opt(False, "transfer: also evaluate on the validation text of train.init_from's pretraining "
+                       "data, logged as retain/loss (how much of it is forgotten)")
     stop_mode: str = opt("max", "max: stop when the metric >= stop_at; min: when <= stop_at",
                          choices=("max", "min"))
 
@@ -212,6 +235,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)

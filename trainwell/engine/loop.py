@@ -27,6 +27,7 @@ from trainwell.engine.peak import peak_flops
 from trainwell.engine.optim import build_optimizer, lr_factor, set_lr
 from trainwell.engine.precision import Precision
 from trainwell.engine.state import LoopState
+from trainwell.engine.transfer import prepare_model
 from trainwell.engine.wrap import apply_activation_checkpointing, maybe_compile
 from trainwell.errors import CheckpointError, ConfigError, TrainingDiverged, TrainwellError
 
@@ -79,14 +80,16 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, branch_from: Path
 
     # ---- build: model + source + objective (the Job), optimizer, precision
     job = build_job(cfg, device)
-    init_note = init_weights(job.model, Path(cfg.train.init_from)) if cfg.train.init_from else None
-    optimizer = build_optimizer(job.model, cfg.optim, device)
     precision = Precision(cfg.train.precision, device)
+    # pretrained weights, then full fine-tuning / freezing / LoRA / QLoRA (trainwell/adapters)
+    adapted, init_notes = prepare_model(cfg, job.model, precision.dtype)
+    job.facts.update(adapted.facts())
+    optimizer = build_optimizer(job.model, cfg.optim, device)
     if cfg.train.activation_checkpointing:
         apply_activation_checkpointing(job.model, cfg.train.activation_checkpointing)
     step_model = maybe_compile(job.model, cfg.train.compile)
     loop = LoopState()
-    app_state: dict[str, Any] = {"model": job.model, "optimizer": optimizer, "data": job.source,
+    app_state: dict[str, Any] = {"model": adapted, "optimizer": optimizer, "data": job.source,
                                  "rng": RNGState(), "loop": loop}
     if precision.scaler is not None:
         app_state["scaler"] = precision.scaler
@@ -136,8 +139,8 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, branch_from: Path
             ckpt.prune(ckpt_root, keep_last=cfg.checkpoint.keep, keep_best=cfg.checkpoint.keep_best)
         return target
 
-    if init_note:
-        progress.message(init_note)
+    for note in init_notes:
+        progress.message(note)
     if restored_from:
         progress.message(f"resumed from {restored_from} at step {loop.step}")
     progress.message(f"run directory: {run_dir}")
@@ -231,6 +234,9 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, branch_from: Path
 
     if not last_val:  # resumed a run that had already finished
         last_val = evaluate(job, device, precision.autocast)
+    exported = adapted.export(run_dir / "adapter", base_model=cfg.train.init_from)
+    if exported is not None:
+        job.facts["adapter_dir"] = str(exported)
     return finish(cfg, run_dir, job, loop, last_val, steps,
                   first_step_s=first_step_s, wall_s=time.perf_counter() - t_start)
 
@@ -254,6 +260,7 @@ def finish(cfg: Config, run_dir: Path, job: Job, loop: LoopState, last_val: dict
                f"{job.units}_seen": loop.units_seen, "train_seconds": round(loop.train_seconds, 2),
                "wall_seconds": round(wall_s, 2),
                "time_to_first_step_s": round(first_step_s, 3) if first_step_s else None,
+               "peak_rss_mb": peak_rss_mb(),
                **job.facts, **extra}
     write_json(run_dir / "summary.json", summary)
     if cfg.log.plots:
@@ -261,6 +268,15 @@ def finish(cfg: Config, run_dir: Path, job: Job, loop: LoopState, last_val: dict
 
         draw_plots(run_dir)
     return RunResult(run_dir=run_dir, summary=summary, samples=samples)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB, macOS bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
 def reached(cfg: Config, metrics: dict[str, float]) -> bool:
@@ -357,7 +373,8 @@ def init_weights(model: torch.nn.Module, path: Path) -> str:
     return note
 
 
-def check_model_fits(path: Path, model: torch.nn.Module) -> None:
+def check_model_fits(path: Path, model: Any) -> None:
+    """``model``: anything with a state_dict (the nn.Module, or the adapters' Stateful)."""
     saved = ckpt.load_entry(path, "model")
     own = model.state_dict()
     for key, tensor in own.items():
