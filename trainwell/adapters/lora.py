@@ -54,8 +54,8 @@ def add_lora(model: nn.Module, config: Any, name: str = "default", handle: Any =
                               f"{sorted({n.rsplit('.', 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})}.")
     if handle is None:
         return LoraModel(model, config, name)
-    handle.inject_adapter(model, name)
     handle.peft_config[name] = config
+    handle.inject_adapter(model, name)
     return handle
 
 

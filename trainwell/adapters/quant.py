@@ -52,6 +52,10 @@ def _bnb_linear(linear: nn.Linear, compute_dtype: torch.dtype) -> nn.Module:
                                  compress_statistics=True, quant_type="nf4", blocksize=BLOCK)
     if linear.bias is not None:
         q.bias = nn.Parameter(linear.bias.data.clone(), requires_grad=False)
+    # In eval mode on AVX512-BF16 CPUs bitsandbytes repacks the weight in place into another
+    # layout (and fails for in_features < 64); we keep one layout so evaluation between training
+    # steps changes nothing and checkpoints/resume see the same module.
+    q.support_avx512bf16_for_cpu = False
     return q.to(linear.weight.device)
 
 
