@@ -9,7 +9,7 @@
    trainable state, peak process memory) and draw bench/transfer.png (retain vs target loss
    along each run).
 
-    python bench/transfer.py [--pretrain-steps 600] [--steps 300] [--every 50] [--out runs/bench-transfer]
+    python bench/transfer.py [--pretrain-steps 500] [--steps 200] [--every 50] [--out runs/bench-transfer]
 
 Quality numbers are not disturbed by other load on the machine; the seconds are.
 """
@@ -30,20 +30,23 @@ METHODS = {"full": "finetune_full", "lora": "finetune_lora", "qlora": "finetune_
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--pretrain-steps", type=int, default=600)
-    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--pretrain-steps", type=int, default=500)
+    ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--every", type=int, default=50)
     ap.add_argument("--out", default="runs/bench-transfer")
     ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per run (1 is fastest on a busy "
+                    "machine; 0 = torch's default)")
     a = ap.parse_args()
     out = Path(a.out)
+    threads = ["--set", f"train.threads={a.threads}"]
     pre = out / "pretrain"
     ckpt = pre / "checkpoints" / f"step-{a.pretrain_steps}"
     if not ckpt.is_dir():
         wall, _ = timed_process(trainwell_cmd(
             "train", "default", "--run-dir", str(pre), "--set", f"train.steps={a.pretrain_steps}",
             "--set", "eval.every=0", "--set", f"checkpoint.every={a.pretrain_steps}", "--set", "eval.samples=0",
-            "--set", "log.progress=off"))
+            "--set", "log.progress=off", *threads))
         print(f"pretrained {a.pretrain_steps} steps in {wall:.0f}s")
     pre_sum = json.loads((pre / "summary.json").read_text())
     print(f"pretrained model: {pre_sum['parameters']:,} parameters, {a.pretrain_steps} steps, "
@@ -56,14 +59,15 @@ def main() -> None:
             wall, _ = timed_process(trainwell_cmd(
                 "train", METHODS[method], "--run-dir", str(run), "--set", f"train.init_from={ckpt}",
                 "--set", f"data.path={SHAKESPEARE}", "--set", f"train.steps={a.steps}",
-                "--set", f"eval.every={a.every}", "--set", "eval.samples=0", "--set", "log.progress=off"))
+                "--set", f"eval.every={a.every}", "--set", "eval.samples=0", "--set", "log.progress=off",
+                *threads))
             print(f"{method}: {wall:.0f}s")
         s = json.loads((run / "summary.json").read_text())
         evals = [r for r in read_jsonl(run / "metrics.jsonl") if "retain/loss" in r]
         rows[method] = dict(summary=s, evals=evals)
 
     # the starting point: the pretrained model on both sets (the first fine-tuning eval is after --every steps)
-    start = evaluate_start(ckpt, out)
+    start = evaluate_start(ckpt, out, threads)
     full = rows.get("full", {}).get("evals", [{}])[-1].get("val/loss")
     print(f"\nbefore fine-tuning: Shakespeare val loss {start['val/loss']:.3f}, "
           f"retain (stdlib val) loss {start['retain/loss']:.3f} nats/char\n")
@@ -79,14 +83,14 @@ def main() -> None:
     plot(rows, start, Path(__file__).with_name("transfer.png"))
 
 
-def evaluate_start(ckpt: Path, out: Path) -> dict[str, float]:
+def evaluate_start(ckpt: Path, out: Path, threads: list[str]) -> dict[str, float]:
     """Target and retain loss of the pretrained model itself (a 1-step run at lr 0 evaluates it)."""
     run = out / "start"
     if not (run / "summary.json").is_file():
         timed_process(trainwell_cmd(
             "train", "finetune_full", "--run-dir", str(run), "--set", f"train.init_from={ckpt}",
             "--set", f"data.path={SHAKESPEARE}", "--set", "train.steps=1", "--set", "optim.lr=0",
-            "--set", "eval.samples=0", "--set", "log.progress=off", "--set", "log.plots=false"))
+            "--set", "eval.samples=0", "--set", "log.progress=off", "--set", "log.plots=false", *threads))
     return [r for r in read_jsonl(run / "metrics.jsonl") if "retain/loss" in r][-1]
 
 

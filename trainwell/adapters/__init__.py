@@ -81,7 +81,7 @@ def adapt(model: nn.Module, cfg: AdapterConfig, *, compute_dtype: torch.dtype | 
                           f"adapter.train_only apply to method 'none' — remove them.")
     from trainwell.adapters.lora import add_lora, lora_config
 
-    config = lora_config(cfg.rank, cfg.alpha, cfg.dropout, cfg.targets)
+    config = lora_config(cfg.rank, cfg.alpha, cfg.dropout, cfg.targets, cfg.modules_to_save)
     if cfg.method == "qlora":
         from trainwell.adapters.quant import quantize_linears
 
@@ -90,5 +90,5 @@ def adapt(model: nn.Module, cfg: AdapterConfig, *, compute_dtype: torch.dtype | 
         if cfg.quant_backend == "bitsandbytes":
             model.is_loaded_in_4bit = True  # peft's switch for its bitsandbytes 4-bit LoRA layer
     handle = add_lora(model, config)
-    n_lora = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+    n_lora = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n or ".modules_to_save." in n)
     return Adapted(model, cfg.method, handle, total_parameters=total + n_lora)

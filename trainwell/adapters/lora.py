@@ -33,12 +33,13 @@ def need_peft() -> None:
                           "pip install 'trainwell[adapters]'.") from None
 
 
-def lora_config(rank: int, alpha: float, dropout: float, targets: list[str]) -> Any:
+def lora_config(rank: int, alpha: float, dropout: float, targets: list[str],
+                modules_to_save: list[str] | None = None) -> Any:
     need_peft()
     from peft import LoraConfig
 
     return LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets),
-                      bias="none")
+                      bias="none", modules_to_save=list(modules_to_save) if modules_to_save else None)
 
 
 def add_lora(model: nn.Module, config: Any, name: str = "default", handle: Any = None) -> Any:
@@ -48,6 +49,9 @@ def add_lora(model: nn.Module, config: Any, name: str = "default", handle: Any =
 
     # peft only checks module-name suffixes; a target that matches nothing should fail here, clearly.
     names = [n for n, _ in model.named_modules()]
+    for t in config.modules_to_save or []:
+        if not any(n == t or n.endswith("." + t) for n in names):
+            raise ConfigError(f"adapter.modules_to_save: {t!r} names no module of this model.")
     for t in config.target_modules:
         if not any(n == t or n.endswith("." + t) for n in names):
             raise ConfigError(f"adapter.targets: {t!r} names no layer of this model; linear layers here are "
@@ -60,9 +64,11 @@ def add_lora(model: nn.Module, config: Any, name: str = "default", handle: Any =
 
 
 def adapter_state(model: nn.Module, name: str = "default") -> dict[str, torch.Tensor]:
-    """The LoRA weights of adapter ``name``, keyed as in ``model.state_dict()``."""
+    """The trained weights of adapter ``name`` (LoRA matrices and modules_to_save copies), keyed
+    as in ``model.state_dict()``."""
     tag = f".{name}."
-    return {k: v for k, v in model.state_dict().items() if "lora_" in k and tag in k}
+    return {k: v for k, v in model.state_dict().items()
+            if tag in k and ("lora_" in k or ".modules_to_save." in k)}
 
 
 def save_peft(model: nn.Module, handle: Any, folder: Path, name: str = "default",

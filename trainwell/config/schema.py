@@ -61,6 +61,8 @@ class ArrayDataConfig:
     path: str = opt("", "a folder with one sub-folder of images per class ('image_folder'), "
                     "or a .csv / .parquet file ('table')")
     label: str = opt("label", "name of the label column of a table")
+    text: str = opt("", "table: name of a text column to classify with model.name = 'hf' (tokenized by the "
+                    "model's own tokenizer); '' = numeric feature columns")
     task: str = opt("auto", "classify, regress, or auto (integer/text labels classify, real numbers regress)",
                     choices=("auto", "classify", "regress"))
     image_size: int = opt(0, "resize images to N x N pixels (0 = the size of the first image)", min=0)
@@ -113,6 +115,20 @@ class CNNConfig:
     name: str = opt("cnn", "model architecture", choices=("cnn",))
     channels: list[int] = opt([32, 64], "output channels of each conv block (two 3x3 convs per block)")
     dropout: float = opt(0.2, "dropout before the classifier", min=0.0, max=1.0)
+
+
+@dataclass
+class HFConfig:
+    """A Hugging Face Transformers encoder from a local folder, plus a classification head."""
+
+    name: str = opt("hf", "model architecture", choices=("hf",))
+    path: str = opt("", "local folder with config.json, model.safetensors and the tokenizer (nothing is "
+                    "downloaded)")
+    pretrained: bool = opt(True, "load the folder's weights (false: same architecture, random init)")
+    pooling: str = opt("mean", "sentence vector: mean over tokens or the first ([CLS]) token",
+                       choices=("mean", "cls"))
+    dropout: float = opt(0.1, "dropout before the classification head", min=0.0, max=1.0)
+    max_length: int = opt(64, "tokens per text (longer ones are cut, shorter padded)", min=2)
 
 
 @dataclass
@@ -182,6 +198,8 @@ class AdapterConfig:
     dropout: float = opt(0.0, "dropout on the input of the LoRA path", min=0.0, max=1.0)
     targets: list[str] = opt(["qkv", "proj", "fc"], "linear layers that get adapters (peft target_modules: "
                              "module-name suffixes)")
+    modules_to_save: list[str] = opt([], "lora/qlora: modules trained in full next to the adapters and saved "
+                                     "with them (peft modules_to_save), e.g. a new classification head")
     freeze: list[str] = opt([], "method 'none': freeze parameters whose names match these glob patterns "
                             "(e.g. 'tok_emb.*', 'blocks.0.*')")
     train_only: list[str] = opt([], "method 'none': freeze every parameter except those matching these glob "
@@ -334,7 +352,7 @@ VARIANTS: dict[str, dict[str, type]] = {
     "data": {"text": TextDataConfig, "gym": GymDataConfig, "sklearn": ArrayDataConfig, "image_folder": ArrayDataConfig,
              "table": ArrayDataConfig},
     "model": {"actor_critic": ActorCriticConfig, "gpt": GPTConfig, "encoder": EncoderConfig, "mlp": MLPConfig, "cnn": CNNConfig,
-              "realnvp": RealNVPConfig, "embed_cnn": EmbedCNNConfig},
+              "realnvp": RealNVPConfig, "embed_cnn": EmbedCNNConfig, "hf": HFConfig},
     "objective": {"ppo": PPOObjectiveConfig, "lm": ObjectiveConfig, "classify": ObjectiveConfig, "regress": ObjectiveConfig,
                   "mlm": MLMObjectiveConfig, "density": DensityObjectiveConfig,
                   "simclr": SimCLRObjectiveConfig},

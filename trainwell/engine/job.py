@@ -123,6 +123,9 @@ def array_job(cfg: Config, device: torch.device) -> Job:
     from trainwell.engine.supervised import baseline, finish_classify, regress_extras
     from trainwell.models.registry import build_model
 
+    if cfg.model.name == "hf" and not getattr(cfg.data, "text", ""):
+        raise ConfigError("model.name = 'hf' needs a table with a text column (data.name = 'table', "
+                          "data.text = COLUMN).")
     ds = load_arrays(cfg.data)
     from trainwell.engine.unsupervised import UNSUPERVISED
 
@@ -132,11 +135,15 @@ def array_job(cfg: Config, device: torch.device) -> Job:
     if cfg.objective.name != wanted:
         raise ConfigError(f"the data is a {ds.task} task but objective.name = '{cfg.objective.name}'; "
                           f"set objective.name = '{wanted}'.")
+    text_baseline: dict[str, float] = {}
+    if ds.is_text or cfg.model.name == "hf":
+        ds, text_baseline = tokenize_texts(cfg, ds)
     out = len(ds.classes) if ds.task == "classify" else 1
     model = build_model(cfg.model, feature_shape=ds.feature_shape, out_features=out).to(device)
     source = ArrayBatches(ds.x_train, ds.y_train, batch_size=cfg.train.batch_size, seed=cfg.train.seed)
     evals = fixed_batches(ds.x_test, ds.y_test, 256)
-    facts = {"parameters": sum(p.numel() for p in model.parameters()), "data": ds.info, **baseline(ds)}
+    facts = {"parameters": sum(p.numel() for p in model.parameters()), "data": ds.info,
+             **(baseline(ds) if ds.raw_train is not None else text_baseline)}
     if ds.task == "classify":
         ls = cfg.objective.label_smoothing
         return Job(model=model, source=source, eval_batches=evals, units="samples",
@@ -146,6 +153,27 @@ def array_job(cfg: Config, device: torch.device) -> Job:
     return Job(model=model, source=source, objective=OBJECTIVES["regress"], eval_batches=evals,
                units="samples", batches_per_epoch=source.batches_per_epoch(), facts=facts,
                eval_extras=lambda m: regress_extras(m, ds))
+
+
+def tokenize_texts(cfg: Config, ds: Any) -> tuple[Any, dict[str, float]]:
+    """Text samples -> (N, model.max_length) token ids with the Hugging Face model's own tokenizer;
+    also the TF-IDF baseline on the raw texts."""
+    from dataclasses import replace
+
+    from trainwell.engine.supervised import tfidf_baseline
+    from trainwell.models.hf import load_tokenizer
+
+    if not ds.is_text or cfg.model.name != "hf":
+        raise ConfigError("text samples (data.text) need model.name = 'hf' (a Hugging Face model folder), and "
+                          "model.name = 'hf' needs a table with a text column (data.name = 'table', data.text = ...).")
+    tok = load_tokenizer(cfg.model.path)
+
+    def ids(texts: np.ndarray) -> np.ndarray:
+        enc = tok(list(texts), max_length=cfg.model.max_length, padding="max_length", truncation=True)
+        return np.asarray(enc["input_ids"], dtype=np.int64)  # (N, max_length)
+
+    return (replace(ds, x_train=ids(ds.x_train), x_test=ids(ds.x_test), raw_train=None, raw_test=None),
+            tfidf_baseline(ds))
 
 
 def gym_job(cfg: Config, device: torch.device) -> Job:
