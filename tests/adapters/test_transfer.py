@@ -52,6 +52,13 @@ def test_bad_freeze_pattern_is_one_clear_error(finetune, tmp_path):
                         run_dir=tmp_path / "y")
 
 
+def test_from_a_whole_model_into_lora_points_to_init_from(tmp_path, finetune, pretrained):
+    from trainwell.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="train.init_from"):
+        trainwell.train("default", finetune(adapter__method="lora"), run_dir=tmp_path / "x", branch_from=pretrained)
+
+
 def build_trained(run: Path, *, merge: bool = False) -> torch.nn.Module:
     from trainwell.engine.inference import load_for_inference
 

@@ -341,6 +341,10 @@ def restore(path: Path, app_state: dict[str, Any], cfg: Config, *, same_config: 
             raise CheckpointError(f"checkpoint {path} was written by a different config: {shown}; "
                                   f"to continue with changed settings branch a new run with "
                                   f"`trainwell train RECIPE --from {path} --set ...`.")
+    if getattr(app_state["model"], "handle", None) is not None and not any(
+            "lora_" in k for k in ckpt.load_entry(path, "model")):
+        raise CheckpointError(f"checkpoint {path} holds a whole model, but this run trains LoRA adapters; start "
+                              f"from a pretrained model with --set train.init_from={path} instead of --from.")
     check_model_fits(path, app_state["model"])
     try:
         ckpt.load(path, app_state)
