@@ -12,7 +12,6 @@ LoraConfig) and ``adapter_model.safetensors`` with keys ``base_model.model.<modu
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +118,3 @@ def merge(handle: Any) -> nn.Module:
     """Fold the active adapter into the base weights and remove the LoRA layers (for inference):
     W' = W + (alpha / r) B A. A 4-bit base is dequantized, updated and quantized again."""
     return handle.merge_and_unload()
-
-
-def read_config(folder: Path) -> dict[str, Any]:
-    return json.loads((Path(folder) / CONFIG_FILE).read_text())
