@@ -33,8 +33,8 @@ class ArrayDataset:
     y_mean: float = 0.0  # regression targets are standardized; these undo it
     y_std: float = 1.0
     is_image: bool = False
-    is_text: bool = False  # x holds strings (data.text); the model's tokenizer makes ids of them
     info: dict[str, Any] = field(default_factory=dict)
+    is_text: bool = False  # x holds strings (data.text); the model's tokenizer makes ids of them
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
