@@ -177,3 +177,16 @@ def test_replay_mixes_pretraining_windows(finetune, pretrained):
     with pytest.raises(ConfigError, match="pretraining text of train.init_from"):
         no_init = [a for a in finetune(data__replay_fraction=0.25) if not a.startswith("train.init_from")]
         build_job(load_config("default", no_init), torch.device("cpu"))
+
+
+@pytest.mark.parametrize("recipe", ["finetune_full", "finetune_lora", "finetune_qlora", "finetune_replay"])
+def test_shipped_transfer_recipes_run_from_the_cli(tmp_path, finetune, cli, recipe):
+    if recipe == "finetune_qlora":
+        pytest.importorskip("bitsandbytes")
+    sets = finetune(train__steps=6, checkpoint__every=6, eval__every=3, train__precision="bf16")
+    out = cli("train", recipe, *[a for s in sets for a in ("--set", s)], "--run-dir", str(tmp_path / "run"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert s["steps"] == 6 and "retain_loss" in s and s["peak_rss_mb"] > 0
+    assert ("adapter_dir" in s) == (recipe in ("finetune_lora", "finetune_qlora"))
+    assert "trainable" in out.stdout  # the run reports trainable vs total parameters
