@@ -3,6 +3,7 @@ forgetting measurement and replay, exact resume."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -14,7 +15,9 @@ from safetensors.torch import load_file
 import trainwell
 from trainwell.errors import ConfigError
 
-peft = pytest.importorskip("peft")
+# LoRA/QLoRA need the optional peft package (trainwell[adapters]); full fine-tuning, freezing,
+# retain evaluation and replay do not, so only the adapter tests skip without it.
+needs_peft = pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="needs peft (trainwell[adapters])")
 
 
 def metrics(run: Path) -> list[dict]:
@@ -44,6 +47,7 @@ def test_train_only_freezes_everything_else(tmp_path, finetune, pretrained):
     assert res.summary["trainable_parameters"] < res.summary["total_parameters"]
 
 
+@needs_peft
 def test_bad_freeze_pattern_is_one_clear_error(finetune, tmp_path):
     with pytest.raises(ConfigError, match="matches no parameter"):
         trainwell.train("default", finetune(adapter__freeze=["block.*"]), run_dir=tmp_path / "x")
@@ -52,6 +56,7 @@ def test_bad_freeze_pattern_is_one_clear_error(finetune, tmp_path):
                         run_dir=tmp_path / "y")
 
 
+@needs_peft
 def test_from_a_whole_model_into_lora_points_to_init_from(tmp_path, finetune, pretrained):
     from trainwell.errors import CheckpointError
 
@@ -78,6 +83,7 @@ def fresh_base(run: Path) -> torch.nn.Module:
     return job.model.eval()
 
 
+@needs_peft
 def test_lora_saves_only_adapters_round_trips_through_peft_and_merges(tmp_path, finetune):
     # B starts at zero; init_lora_weights is peft's default, so after 20 steps B != 0 and outputs differ
     res = trainwell.train("default", finetune(adapter__method="lora", adapter__rank=4, optim__lr=1e-2),
@@ -99,6 +105,8 @@ def test_lora_saves_only_adapters_round_trips_through_peft_and_merges(tmp_path, 
     adapter_dir = res.run_dir / "adapter"
     cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
     assert cfg["peft_type"] == "LORA" and cfg["r"] == 4
+    import peft
+
     peft_model = peft.PeftModel.from_pretrained(fresh_base(res.run_dir), str(adapter_dir)).eval()
     with torch.no_grad():
         torch.testing.assert_close(peft_model(x), y, rtol=0, atol=1e-6)
@@ -116,6 +124,7 @@ def test_lora_saves_only_adapters_round_trips_through_peft_and_merges(tmp_path, 
         torch.testing.assert_close(merge(handle)(x), y, rtol=1e-4, atol=1e-4)
 
 
+@needs_peft
 def test_adapters_kept_apart_and_swapped(tmp_path, finetune):
     from trainwell.adapters.lora import load_peft, use_adapter
 
@@ -141,6 +150,8 @@ def test_adapters_kept_apart_and_swapped(tmp_path, finetune):
 def test_resume_is_bit_identical(tmp_path, finetune, cli, method):
     """Run 20 steps; separately stop at step 10 (drop the later checkpoints) and --resume in a
     new process: the final adapter/model weights and optimizer state must match bit for bit."""
+    if method in ("lora", "qlora"):
+        pytest.importorskip("peft")
     if method == "qlora":
         pytest.importorskip("bitsandbytes")
     extra = dict(adapter__method=method, model__dropout=0.1, adapter__dropout=0.1) if method != "replay" else \
@@ -181,6 +192,8 @@ def test_replay_mixes_pretraining_windows(finetune, pretrained):
 
 @pytest.mark.parametrize("recipe", ["finetune_full", "finetune_lora", "finetune_qlora", "finetune_replay"])
 def test_shipped_transfer_recipes_run_from_the_cli(tmp_path, finetune, cli, recipe):
+    if recipe in ("finetune_lora", "finetune_qlora"):
+        pytest.importorskip("peft")
     if recipe == "finetune_qlora":
         pytest.importorskip("bitsandbytes")
     sets = finetune(train__steps=6, checkpoint__every=6, eval__every=3, train__precision="bf16")
