@@ -45,6 +45,12 @@ def tiny(tiny_text):
     return lambda **extra: tiny_sets(tiny_text, **extra)
 
 
+@pytest.fixture(scope="session")
+def tiny_session(tiny_text):
+    """``tiny`` for session-scoped fixtures (e.g. a pretrained checkpoint shared by many tests)."""
+    return lambda **extra: tiny_sets(tiny_text, **extra)
+
+
 def run_cli(*args: str, timeout: float = 300, **kw) -> "subprocess.CompletedProcess[str]":
     import subprocess
 

@@ -73,8 +73,8 @@ def generate(run_dir: str | Path, prompt: str = "def ", **kw: Any) -> dict[str, 
     return run_generate(Path(run_dir), prompt, **kw)
 
 
-def evaluate(run_dir: str | Path, checkpoint: str | None = None) -> dict[str, Any]:
+def evaluate(run_dir: str | Path, checkpoint: str | None = None, merge: bool = False) -> dict[str, Any]:
     """Validation metrics of a run's checkpoint."""
     from trainwell.engine.inference import eval_checkpoint
 
-    return eval_checkpoint(Path(run_dir), checkpoint)
+    return eval_checkpoint(Path(run_dir), checkpoint, merge=merge)

@@ -124,6 +124,7 @@ def generate(
     max_new_tokens: int = typer.Option(200, "--max-new-tokens", min=1, help="Tokens to generate."),
     samples: int = typer.Option(1, min=1, help="How many samples."),
     seed: int = typer.Option(0, help="Sampling seed."),
+    merge: bool = typer.Option(False, help="Fold LoRA adapters into the base weights first."),
 ) -> None:
     """Sample text from a trained model (inference mode; reports latency per token)."""
 
@@ -131,7 +132,7 @@ def generate(
         from trainwell.engine.inference import generate as run_generate
 
         out = run_generate(run_dir, prompt, checkpoint=checkpoint, n=samples, max_new_tokens=max_new_tokens,
-                           temperature=temperature, top_k=top_k, seed=seed)
+                           temperature=temperature, top_k=top_k, seed=seed, merge=merge)
         for i, text in enumerate(out["samples"]):
             typer.echo(f"--- sample {i + 1} ---\n{text}")
         typer.echo(f"[{out['checkpoint']}] {out['ms_per_token']} ms/token", err=True)
@@ -143,13 +144,14 @@ def generate(
 def eval_(
     run_dir: Path = typer.Argument(..., help="A run directory."),
     checkpoint: Optional[str] = typer.Option(None, help="Checkpoint folder or name (default: newest valid)."),
+    merge: bool = typer.Option(False, help="Fold LoRA adapters into the base weights first."),
 ) -> None:
     """Evaluate a checkpoint on the validation split."""
 
     def go() -> None:
         from trainwell.engine.inference import eval_checkpoint
 
-        for key, value in eval_checkpoint(run_dir, checkpoint).items():
+        for key, value in eval_checkpoint(run_dir, checkpoint, merge=merge).items():
             typer.echo(f"{key:<20} {value:.4f}" if isinstance(value, float) else f"{key:<20} {value}")
 
     guarded(go)

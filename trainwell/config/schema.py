@@ -47,6 +47,8 @@ class TextDataConfig:
     context: int = opt(128, "characters per training sequence", min=2)
     min_char_count: int = opt(1, "characters seen fewer times than this map to <unk>", min=1)
     cache_dir: str = opt("", "token cache folder (default: $TRAINWELL_CACHE or ~/.cache/trainwell)")
+    replay_fraction: float = opt(0.0, "transfer: share of each batch's sequences drawn from the pretraining "
+                                 "text of train.init_from (replay against forgetting)", min=0.0, max=0.9)
 
 
 @dataclass
@@ -59,6 +61,8 @@ class ArrayDataConfig:
     path: str = opt("", "a folder with one sub-folder of images per class ('image_folder'), "
                     "or a .csv / .parquet file ('table')")
     label: str = opt("label", "name of the label column of a table")
+    text: str = opt("", "table: name of a text column to classify with model.name = 'hf' (tokenized by the "
+                    "model's own tokenizer); '' = numeric feature columns")
     task: str = opt("auto", "classify, regress, or auto (integer/text labels classify, real numbers regress)",
                     choices=("auto", "classify", "regress"))
     image_size: int = opt(0, "resize images to N x N pixels (0 = the size of the first image)", min=0)
@@ -111,6 +115,20 @@ class CNNConfig:
     name: str = opt("cnn", "model architecture", choices=("cnn",))
     channels: list[int] = opt([32, 64], "output channels of each conv block (two 3x3 convs per block)")
     dropout: float = opt(0.2, "dropout before the classifier", min=0.0, max=1.0)
+
+
+@dataclass
+class HFConfig:
+    """A Hugging Face Transformers encoder from a local folder, plus a classification head."""
+
+    name: str = opt("hf", "model architecture", choices=("hf",))
+    path: str = opt("", "local folder with config.json, model.safetensors and the tokenizer (nothing is "
+                    "downloaded)")
+    pretrained: bool = opt(True, "load the folder's weights (false: same architecture, random init)")
+    pooling: str = opt("mean", "sentence vector: mean over tokens or the first ([CLS]) token",
+                       choices=("mean", "cls"))
+    dropout: float = opt(0.1, "dropout before the classification head", min=0.0, max=1.0)
+    max_length: int = opt(64, "tokens per text (longer ones are cut, shorter padded)", min=2)
 
 
 @dataclass
@@ -171,6 +189,27 @@ class TrainConfig:
 
 
 @dataclass
+class AdapterConfig:
+    """How a pretrained model (train.init_from) is adapted; see trainwell/adapters."""
+
+    method: str = opt("none", "none (train the weights themselves, minus `freeze`), lora (low-rank adapters on a "
+                      "frozen base) or qlora (lora on a 4-bit NF4 base)", choices=("none", "lora", "qlora"))
+    rank: int = opt(8, "LoRA rank r", min=1)
+    alpha: float = opt(16.0, "LoRA scale: the update B @ A is multiplied by alpha / rank", min=0.0)
+    dropout: float = opt(0.0, "dropout on the input of the LoRA path", min=0.0, max=1.0)
+    targets: list[str] = opt(["qkv", "proj", "fc"], "linear layers that get adapters (peft target_modules: "
+                             "module-name suffixes)")
+    modules_to_save: list[str] = opt([], "lora/qlora: modules trained in full next to the adapters and saved "
+                                     "with them (peft modules_to_save), e.g. a new classification head")
+    freeze: list[str] = opt([], "method 'none': freeze parameters whose names match these glob patterns "
+                            "(e.g. 'tok_emb.*', 'blocks.0.*')")
+    train_only: list[str] = opt([], "method 'none': freeze every parameter except those matching these glob "
+                                "patterns (e.g. 'blocks.3.*', 'ln_f.*': the last block and the head)")
+    quant_backend: str = opt("bitsandbytes", "qlora: library that stores the 4-bit base (see "
+                             "bench/RESULTS.md, QLoRA backends)", choices=("bitsandbytes", "torchao"))
+
+
+@dataclass
 class EvalConfig:
     every: int = opt(250, "evaluate every N optimizer steps (0 = only at the end)", min=0)
     batches: int = opt(20, "validation batches per evaluation", min=1)
@@ -182,6 +221,8 @@ class EvalConfig:
     stop_metric: str = opt("", "stop training once this evaluation metric reaches eval.stop_at "
                            "(e.g. 'val/return'; '' = never stop early)")
     stop_at: float = opt(0.0, "threshold for eval.stop_metric")
+    retain: bool = opt(False, "transfer: also evaluate on the validation text of train.init_from's pretraining "
+                       "data, logged as retain/loss (how much of it is forgotten)")
     stop_mode: str = opt("max", "max: stop when the metric >= stop_at; min: when <= stop_at",
                          choices=("max", "min"))
 
@@ -231,6 +272,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -369,7 +411,7 @@ VARIANTS: dict[str, dict[str, type]] = {
     "data": {"text": TextDataConfig, "gym": GymDataConfig, "replay": ReplayDataConfig, "sklearn": ArrayDataConfig, "image_folder": ArrayDataConfig,
              "table": ArrayDataConfig},
     "model": {"actor_critic": ActorCriticConfig, "gpt": GPTConfig, "encoder": EncoderConfig, "mlp": MLPConfig, "cnn": CNNConfig,
-              "realnvp": RealNVPConfig, "embed_cnn": EmbedCNNConfig},
+              "realnvp": RealNVPConfig, "embed_cnn": EmbedCNNConfig, "hf": HFConfig},
     "objective": {"ppo": PPOObjectiveConfig, "dqn": DQNObjectiveConfig, "lm": ObjectiveConfig, "classify": ObjectiveConfig, "regress": ObjectiveConfig,
                   "mlm": MLMObjectiveConfig, "density": DensityObjectiveConfig,
                   "simclr": SimCLRObjectiveConfig},

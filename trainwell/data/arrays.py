@@ -34,6 +34,7 @@ class ArrayDataset:
     y_std: float = 1.0
     is_image: bool = False
     info: dict[str, Any] = field(default_factory=dict)
+    is_text: bool = False  # x holds strings (data.text); the model's tokenizer makes ids of them
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
@@ -90,11 +91,24 @@ def read_image_folder(path: str, size: int, grayscale: bool) -> tuple[np.ndarray
     return np.stack(images), np.array(labels, dtype=np.int64), classes
 
 
-def read_table(path: str, label: str) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
-    """Numeric feature matrix and the raw label column of a CSV or Parquet file."""
+def read_text_table(path: str, text: str, label: str) -> tuple[np.ndarray, np.ndarray]:
+    """The text column (as an object array of str) and the raw label column of a CSV/Parquet file."""
+    p = Path(path).expanduser()
+    table = _read_arrow(p)
+    for role, name in (("text", text), ("label", label)):
+        if name not in table.column_names:
+            raise DataError(f"table {p} has no {role} column '{name}'; its columns are "
+                            f"{', '.join(table.column_names)} — set data.{role}.")
+    texts = table.column(text).to_pylist()
+    empty = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+    if empty:
+        raise DataError(f"table {p}: text column '{text}' is empty in data row {empty[0] + 1}; fill or drop it.")
+    return np.array(texts, dtype=object), table.column(label).to_numpy(zero_copy_only=False)
+
+
+def _read_arrow(p: Path):
     import pyarrow as pa
 
-    p = Path(path).expanduser()
     if not p.is_file():
         raise DataError(f"table {p} does not exist; set data.path to a .csv or .parquet file.")
     try:
@@ -113,6 +127,15 @@ def read_table(path: str, label: str) -> tuple[np.ndarray, np.ndarray, list[str]
         raise DataError(f"cannot read table {p}: {str(e).splitlines()[0]}; check the file's format.") from None
     if table.num_rows == 0:
         raise DataError(f"table {p} has no rows.")
+    return table
+
+
+def read_table(path: str, label: str) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """Numeric feature matrix and the raw label column of a CSV or Parquet file."""
+    import pyarrow as pa
+
+    p = Path(path).expanduser()
+    table = _read_arrow(p)
     if label not in table.column_names:
         from difflib import get_close_matches
 
@@ -163,6 +186,10 @@ def load_arrays(cfg: ArrayDataConfig) -> ArrayDataset:
     elif cfg.name == "image_folder":
         x, y, classes = read_image_folder(cfg.path, cfg.image_size, cfg.grayscale)
         is_image, task, source = True, "classify", str(Path(cfg.path).expanduser())
+    elif cfg.text:
+        x, y = read_text_table(cfg.path, cfg.text, cfg.label)
+        is_image, source = False, str(Path(cfg.path).expanduser())
+        task = decide_task(y, cfg.task)
     else:
         x, y, features, _ = read_table(cfg.path, cfg.label)
         is_image, source = False, str(Path(cfg.path).expanduser())
@@ -197,6 +224,11 @@ def load_arrays(cfg: ArrayDataConfig) -> ArrayDataset:
                               stratify=y if task == "classify" else None)
     x_train, x_test, y_train, y_test = x[tr], x[te], y[tr], y[te]
     raw_train, raw_test = x_train.reshape(len(tr), -1), x_test.reshape(len(te), -1)
+    if cfg.text:
+        info = {"source": source, "task": task, "train": int(len(tr)), "test": int(len(te)),
+                "split_seed": cfg.split_seed, "test_indices_sha": _digest(te), "classes": len(classes)}
+        return ArrayDataset(x_train, y_train, x_test, y_test, task, classes, raw_train, raw_test,
+                            is_text=True, info=info)
     if cfg.standardize:
         # images: one mean/std for all pixels keeps their spatial structure; tables: per column
         axis = None if is_image else 0

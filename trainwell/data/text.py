@@ -151,9 +151,11 @@ def cache_root(cfg: TextDataConfig) -> Path:
     return Path(os.environ.get("TRAINWELL_CACHE", Path.home() / ".cache" / "trainwell"))
 
 
-def source_key(cfg: TextDataConfig) -> str:
+def source_key(cfg: TextDataConfig, vocab: list[str] | None = None) -> str:
     """Identity of the raw data + tokenizer settings; changes invalidate the cache."""
     h = hashlib.sha256(f"v{CACHE_VERSION}|{cfg.source}|{cfg.val_fraction}|{cfg.min_char_count}".encode())
+    if vocab is not None:
+        h.update(("vocab|" + "".join(vocab)).encode("utf-8", "surrogatepass"))
     if cfg.source == "stdlib":
         root, files = stdlib_files()
         h.update(str(root).encode())
@@ -171,9 +173,12 @@ def source_key(cfg: TextDataConfig) -> str:
     return h.hexdigest()[:20]
 
 
-def load_text(cfg: TextDataConfig) -> TextCorpus:
-    """Read, tokenize and cache the corpus (later calls load the cache in milliseconds)."""
-    folder = cache_root(cfg) / f"text-{source_key(cfg)}"
+def load_text(cfg: TextDataConfig, vocab: list[str] | None = None) -> TextCorpus:
+    """Read, tokenize and cache the corpus (later calls load the cache in milliseconds).
+
+    ``vocab`` fixes the vocabulary (transfer: a pretrained model's), instead of building it
+    from this text; characters outside it become <unk> when it has one."""
+    folder = cache_root(cfg) / f"text-{source_key(cfg, vocab)}"
     meta_path = folder / "meta.json"
     if meta_path.is_file():
         try:
@@ -187,7 +192,8 @@ def load_text(cfg: TextDataConfig) -> TextCorpus:
     else:
         train_text, val_text, info = read_file(cfg.path, cfg.val_fraction)
     # Vocabulary from the whole text (as nanoGPT does), so every val character is known.
-    vocab = build_vocab(codepoints(train_text + val_text), cfg.min_char_count)
+    if vocab is None:
+        vocab = build_vocab(codepoints(train_text + val_text), cfg.min_char_count)
     train, val = encode(train_text, vocab), encode(val_text, vocab)
     if len(val) <= cfg.context + 1:
         raise DataError(f"the validation split has only {len(val)} characters, fewer than one "

@@ -44,6 +44,9 @@ def check(cfg: Config) -> None:
     if cfg.data.name in ("gym", "replay"):
         raise ConfigError("distributed training of reinforcement-learning recipes is not supported yet: the "
                           "rollout collector and the replay buffer are not sharded; run them with one process.")
+    if cfg.adapter.method != "none":
+        raise ConfigError(f"adapter.method = '{cfg.adapter.method}' is not supported with several processes yet "
+                          f"(adapter checkpoints are not sharded); run it with one process.")
     if cfg.train.precision == "fp16":
         raise ConfigError("train.precision = 'fp16' is not supported with several processes (its loss "
                           "scaler is not sharded); use 'bf16' or 'fp32'.")

@@ -13,6 +13,7 @@ from trainwell.config import Config, load_config
 from trainwell.engine.job import Job, build_job, evaluate
 from trainwell.engine.loop import check_model_fits, newest_valid, pick_device
 from trainwell.engine.precision import Precision
+from trainwell.engine.transfer import prepare_model
 from trainwell.errors import CheckpointError, TrainwellError
 
 
@@ -37,22 +38,30 @@ def pick_checkpoint(run_dir: Path, checkpoint: str | None) -> Path:
     return newest_valid(Path(run_dir) / "checkpoints", "train first, or pass --checkpoint.")
 
 
-def load_for_inference(run_dir: Path, checkpoint: str | None = None) -> tuple[Config, Job, Path, torch.device]:
+def load_for_inference(run_dir: Path, checkpoint: str | None = None, *, merge: bool = False
+                       ) -> tuple[Config, Job, Path, torch.device]:
+    """The run's model at a checkpoint; with LoRA adapters, ``merge`` folds them into the base."""
     cfg = run_config(run_dir)
     device = pick_device(cfg.train.device)
     job = build_job(cfg, device)
     path = pick_checkpoint(run_dir, checkpoint)
-    check_model_fits(path, job.model)
-    state = ckpt.load_entry(path, "model")
-    job.model.load_state_dict(state)
+    adapted, _ = prepare_model(cfg, job.model, Precision(cfg.train.precision, device).dtype)
+    check_model_fits(path, adapted)
+    adapted.load_state_dict(ckpt.load_entry(path, "model"))
+    if merge:
+        if adapted.handle is None:
+            raise TrainwellError(f"the run in {run_dir} has no adapters to merge (adapter.method = 'none').")
+        from trainwell.adapters.lora import merge as merge_adapter
+
+        job.model = merge_adapter(adapted.handle)
     job.model.eval()
     for p in job.model.parameters():
         p.requires_grad_(False)  # frozen: inference never builds a graph
     return cfg, job, path, device
 
 
-def eval_checkpoint(run_dir: Path, checkpoint: str | None = None) -> dict[str, Any]:
-    cfg, job, path, device = load_for_inference(run_dir, checkpoint)
+def eval_checkpoint(run_dir: Path, checkpoint: str | None = None, *, merge: bool = False) -> dict[str, Any]:
+    cfg, job, path, device = load_for_inference(run_dir, checkpoint, merge=merge)
     t0 = time.perf_counter()
     metrics = evaluate(job, device, Precision(cfg.train.precision, device).autocast)
     return {"checkpoint": str(path), **metrics, **{k: v for k, v in job.facts.items() if "unigram" in k},
@@ -61,8 +70,8 @@ def eval_checkpoint(run_dir: Path, checkpoint: str | None = None) -> dict[str, A
 
 def generate(run_dir: Path, prompt: str, *, checkpoint: str | None = None, n: int = 1,
              max_new_tokens: int = 200, temperature: float = 0.8, top_k: int = 0,
-             seed: int = 0) -> dict[str, Any]:
-    cfg, job, path, device = load_for_inference(run_dir, checkpoint)
+             seed: int = 0, merge: bool = False) -> dict[str, Any]:
+    cfg, job, path, device = load_for_inference(run_dir, checkpoint, merge=merge)
     if job.sample is None:
         raise TrainwellError(f"the run in {run_dir} trains a model that does not generate text.")
     t0 = time.perf_counter()

@@ -28,6 +28,7 @@ from trainwell.engine.peak import peak_flops
 from trainwell.engine.optim import build_optimizer, lr_factor, set_lr
 from trainwell.engine.precision import Precision
 from trainwell.engine.state import LoopState
+from trainwell.engine.transfer import prepare_model
 from trainwell.engine.wrap import apply_activation_checkpointing, maybe_compile
 from trainwell.errors import CheckpointError, ConfigError, TrainingDiverged, TrainwellError
 
@@ -94,7 +95,10 @@ def run(cfg: Config, run_dir: Path, world: World, *, resume: bool, branch_from: 
 
     # ---- build: model + source + objective (the Job), optimizer, precision
     job = build_job(cfg, device)
-    init_note = init_weights(job.model, Path(cfg.train.init_from)) if cfg.train.init_from else None
+    precision = Precision(cfg.train.precision, device)
+    # pretrained weights, then full fine-tuning / freezing / LoRA / QLoRA (trainwell/adapters)
+    adapted, init_notes = prepare_model(cfg, job.model, precision.dtype)
+    job.facts.update(adapted.facts())
     if cfg.train.activation_checkpointing:
         apply_activation_checkpointing(job.model, cfg.train.activation_checkpointing)
     parallel_model: Any = job.model
@@ -106,10 +110,9 @@ def run(cfg: Config, run_dir: Path, world: World, *, resume: bool, branch_from: 
         parallel.seed_rank(cfg.train.seed, world.rank)
         parallel_model = parallel.parallelize(job.model, cfg, world)
     optimizer = build_optimizer(job.model, cfg.optim, device)  # after FSDP: over the parameter shards
-    precision = Precision(cfg.train.precision, device)
     step_model = maybe_compile(parallel_model, cfg.train.compile) if single else parallel_model
     loop = LoopState()
-    app_state: dict[str, Any] = {"model": job.model, "optimizer": optimizer, "data": job.source,
+    app_state: dict[str, Any] = {"model": adapted, "optimizer": optimizer, "data": job.source,
                                  "rng": RNGState(), "loop": loop}
     if precision.scaler is not None:
         app_state["scaler"] = precision.scaler
@@ -176,8 +179,8 @@ def run(cfg: Config, run_dir: Path, world: World, *, resume: bool, branch_from: 
                        best_key="score")
         return target
 
-    if init_note:
-        progress.message(init_note)
+    for note in init_notes:
+        progress.message(note)
     if restored_from:
         progress.message(f"resumed from {restored_from} at step {loop.step}")
     if not single:
@@ -300,6 +303,9 @@ def run(cfg: Config, run_dir: Path, world: World, *, resume: bool, branch_from: 
     if not last_val:  # resumed a run that had already finished
         last_val = evaluate(job, device, precision.autocast) if single else \
             evaluate_sharded(job, device, precision.autocast, world)
+    exported = adapted.export(run_dir / "adapter", base_model=cfg.train.init_from) if world.main else None
+    if exported is not None:
+        job.facts["adapter_dir"] = str(exported)
     return finish(cfg, run_dir, job, loop, last_val, steps,
                   first_step_s=first_step_s, wall_s=time.perf_counter() - t_start, world=world)
 
@@ -336,6 +342,7 @@ def finish(cfg: Config, run_dir: Path, job: Job, loop: LoopState, last_val: dict
                f"{job.units}_seen": loop.units_seen, "train_seconds": round(loop.train_seconds, 2),
                "wall_seconds": round(wall_s, 2),
                "time_to_first_step_s": round(first_step_s, 3) if first_step_s else None,
+               "peak_rss_mb": peak_rss_mb(),
                **job.facts, **extra}
     write_json(run_dir / "summary.json", summary)
     if cfg.log.plots:
@@ -351,6 +358,15 @@ def best_score(job: Job, metrics: dict[str, float]) -> float | None:
     if value is None:
         return None
     return value if job.best_mode == "min" else -value
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB, macOS bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
 def reached(cfg: Config, metrics: dict[str, float]) -> bool:
@@ -441,15 +457,22 @@ def restore(path: Path, app_state: dict[str, Any], cfg: Config, *, same_config: 
             raise CheckpointError(f"checkpoint {path} was written by a different config: {shown}; "
                                   f"to continue with changed settings branch a new run with "
                                   f"`trainwell train RECIPE --from {path} --set ...`.")
-    model = getattr(app_state["model"], "model", app_state["model"])  # unwrap ModelState
-    check_model_fits(path, model)
+    # the model's Stateful: the adapters' view (Adapted) in one process, ModelState on several ranks;
+    # both hold the plain module as .model
+    stateful = app_state["model"]
+    module = stateful.model
+    if getattr(stateful, "handle", None) is not None and not any(
+            "lora_" in k for k in ckpt.model_shapes(path)):
+        raise CheckpointError(f"checkpoint {path} holds a whole model, but this run trains LoRA adapters; start "
+                              f"from a pretrained model with --set train.init_from={path} instead of --from.")
+    check_model_fits(path, stateful if world.size == 1 else module)
     sharded = manifest.get("layout") == "sharded"
     try:
         if sharded:  # written by several ranks: each rank reads its rows under this run's sharding
             from trainwell.distributed import checkpoint as dist_ckpt
 
             target = app_state if world.size > 1 else dist_ckpt.sharded_app_state(
-                app_state, model, app_state["optimizer"])
+                app_state, module, app_state["optimizer"])
             with collective(world, f"restoring {path}"):
                 dist_ckpt.load(path, target, world)
         elif world.size > 1:  # written by one process, resumed by several
@@ -488,9 +511,11 @@ def init_weights(model: torch.nn.Module, path: Path) -> str:
     return note
 
 
-def check_model_fits(path: Path, model: torch.nn.Module) -> None:
+def check_model_fits(path: Path, model: Any) -> None:
+    """``model``: anything with a state_dict (the nn.Module, the adapters' Stateful, or under FSDP
+    a module whose state_dict holds DTensors, whose .shape is the global shape)."""
     saved = ckpt.model_shapes(path)
-    own = model.state_dict()  # under FSDP: DTensors, whose .shape is the global shape
+    own = model.state_dict()
     for key, tensor in own.items():
         if key not in saved:
             raise CheckpointError(f"checkpoint {path} has no weight '{key}' that this model needs; it was "

@@ -25,6 +25,17 @@ def baseline(ds: ArrayDataset) -> dict[str, float]:
     return {"baseline_linear_r2": round(float(r2), 4)}
 
 
+def tfidf_baseline(ds: ArrayDataset) -> dict[str, float]:
+    """For text samples: TF-IDF word and bigram features + logistic regression, same split."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+    xtr, xte = vec.fit_transform(list(ds.x_train)), vec.transform(list(ds.x_test))
+    acc = LogisticRegression(max_iter=2000).fit(xtr, ds.y_train).score(xte, ds.y_test)
+    return {"baseline_tfidf_accuracy": round(float(acc), 4)}
+
+
 def regress_extras(metrics: dict[str, float], ds: ArrayDataset) -> dict[str, float]:
     """R² and RMSE in the target's own units, from the (standardized) mean squared error."""
     mse = metrics["val/loss"]

@@ -1,0 +1,75 @@
+"""A Hugging Face Transformers encoder from a local folder (config.json + model.safetensors),
+with a classification head: nothing is downloaded (``local_files_only``).
+
+The encoder's own tokenizer (tokenizer.json / vocab.txt in the same folder) turns text into
+ids in the data pipeline; the model gets (B, L) ids and derives the attention mask from the
+padding id. Sentence embedding = mean of the token states over real tokens (what
+sentence-transformers' MiniLM was trained with) or the first ([CLS]) token's state.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from trainwell.errors import ConfigError
+
+
+def need_transformers() -> Any:
+    try:
+        import transformers
+    except ImportError:
+        raise ConfigError("model.name = 'hf' needs the transformers package: pip install 'trainwell[adapters]'.") from None
+    return transformers
+
+
+def check_folder(path: str) -> Path:
+    folder = Path(path).expanduser()
+    if not (folder / "config.json").is_file():
+        raise ConfigError(f"model.path = {path!r} is not a Hugging Face model folder (no config.json); pass a "
+                          f"local folder written by save_pretrained — nothing is downloaded.")
+    return folder
+
+
+class HFClassifier(nn.Module):
+    def __init__(self, encoder: nn.Module, pad_id: int, classes: int, pooling: str, dropout: float):
+        super().__init__()
+        self.encoder, self.pad_id, self.pooling = encoder, pad_id, pooling
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(encoder.config.hidden_size, classes)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, L) token ids, padded with pad_id -> (B, classes) logits."""
+        mask = (ids != self.pad_id).long()
+        states = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, L, H)
+        if self.pooling == "cls":
+            pooled = states[:, 0]
+        else:
+            m = mask.unsqueeze(-1).to(states.dtype)
+            pooled = (states * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return self.head(self.drop(pooled))
+
+
+def load_tokenizer(path: str) -> Any:
+    transformers = need_transformers()
+    folder = check_folder(path)
+    try:
+        return transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"model.path = {path!r} has no usable tokenizer ({str(e).splitlines()[0][:200]}); the "
+                          f"folder needs tokenizer.json or vocab.txt next to config.json.") from None
+
+
+def build_hf(cfg: Any, *, out_features: int, **_: object) -> HFClassifier:
+    transformers = need_transformers()
+    folder = check_folder(cfg.path)
+    if cfg.pretrained:
+        encoder = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True)
+    else:  # same architecture, random weights: the control that shows what pretraining is worth
+        encoder = transformers.AutoModel.from_config(transformers.AutoConfig.from_pretrained(
+            str(folder), local_files_only=True))
+    pad = encoder.config.pad_token_id
+    return HFClassifier(encoder, 0 if pad is None else int(pad), out_features, cfg.pooling, cfg.dropout)
