@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any, Callable
+
 import torch
 
 from trainwell.config.schema import Config
@@ -14,7 +17,7 @@ def ppo_job(cfg: Config, device: torch.device) -> Job:
 
     from trainwell.models.registry import build_model
     from trainwell.objectives.ppo import ppo_loss
-    from trainwell.rl.rollout import PPORollouts, evaluate_policy, make_envs
+    from trainwell.rl.rollout import PPORollouts, make_envs
 
     d, o = cfg.data, cfg.objective
     if o.name != "ppo" or cfg.model.name != "actor_critic":
@@ -36,11 +39,27 @@ def ppo_job(cfg: Config, device: torch.device) -> Job:
         return ppo_loss(m, batch, clip=o.clip, vf_coef=o.vf_coef, ent_coef=o.ent_coef,
                         clip_value=o.clip_value, norm_adv=o.norm_adv)
 
+    evaluate, finish = env_hooks(d.env_id, d.eval_episodes, d.eval_seed)
     return Job(model=model, source=source, objective=objective, eval_batches=[], units="samples",
                batches_per_epoch=source.updates_per_rollout(),
                total_steps=rollouts * source.updates_per_rollout(),
-               evaluate=lambda m: evaluate_policy(m, d.env_id, d.eval_episodes, d.eval_seed),
-               train_metrics=source.episode_stats,
-               finish=lambda m, run_dir: {"env_steps": source.env_steps()},
+               evaluate=evaluate, train_metrics=source.episode_stats,
+               finish=lambda m, run_dir: {"env_steps": source.env_steps(), **finish(m, run_dir)},
                facts={"parameters": sum(p.numel() for p in model.parameters()), "env_id": d.env_id,
                       "continuous_actions": continuous, "rollouts": rollouts})
+
+
+def env_hooks(env_id: str, episodes: int, seed: int) -> tuple[Callable[[torch.nn.Module], dict[str, float]],
+                                                             Callable[[torch.nn.Module, Path], dict[str, Any]]]:
+    """Evaluation and end-of-run report for ``env_id``: the mean deterministic return for any
+    environment; for macro placement, held-out netlists against random and greedy placement."""
+    from trainwell.rl import PLACEMENT_ENV
+    from trainwell.rl.rollout import evaluate_policy
+
+    if env_id == PLACEMENT_ENV:
+        from trainwell.rl import placement_report
+
+        cache: dict = {}  # baseline HPWL per held-out netlist: the same at every evaluation
+        return (lambda m: placement_report.compare(m, env_id, episodes, seed, cache),
+                lambda m, run_dir: placement_report.finish(m, run_dir, env_id, episodes, seed))
+    return lambda m: evaluate_policy(m, env_id, episodes, seed), lambda m, run_dir: {}

@@ -33,17 +33,27 @@ class ActorCritic(nn.Module):
         self.critic = mlp([obs_dim, *hidden], 1, 1.0)
         self.log_std = nn.Parameter(torch.zeros(act_dim)) if continuous else None
 
-    def forward(self, obs: torch.Tensor) -> tuple[Distribution, torch.Tensor]:
-        """(B, obs_dim) -> (action distribution, value (B,))."""
+    def forward(self, obs: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[Distribution, torch.Tensor]:
+        """(B, obs_dim) -> (action distribution, value (B,)). ``mask`` (B, act_dim) bool marks the
+        legal discrete actions (environments that report ``info["action_mask"]``)."""
         head = self.actor(obs)
+        if mask is not None:
+            head = masked_logits(head, mask)
         dist = Normal(head, self.log_std.exp()) if self.continuous else Categorical(logits=head)
         return dist, self.critic(obs).squeeze(-1)
 
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        dist, _ = self(obs)
+    def act(self, obs: torch.Tensor, deterministic: bool = False, mask: torch.Tensor | None = None) -> torch.Tensor:
+        dist, _ = self(obs, mask)
         if deterministic:
             return dist.mean if self.continuous else dist.probs.argmax(dim=-1)
         return dist.sample()
+
+
+def masked_logits(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Illegal actions get the most negative finite logit (probability 0, and no NaN in the
+    entropy as -inf would give); a row with no legal action (a terminal state) stays unmasked."""
+    keep = mask.bool() | ~mask.bool().any(-1, keepdim=True)
+    return logits.masked_fill(~keep, torch.finfo(logits.dtype).min)
 
 
 def log_prob(dist: Distribution, actions: torch.Tensor, continuous: bool) -> torch.Tensor:

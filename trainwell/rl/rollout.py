@@ -3,7 +3,8 @@ for several epochs. To the loop it is just another stateful iterator of batches.
 
 Exact resume: the state holds the rollout buffer, the position within its epochs, the episode
 bookkeeping, and every sub-environment's state (for environments whose unwrapped object keeps
-its physics in ``state``, i.e. gymnasium's classic-control set) plus its RNG. Other environments
+its physics in ``state``, i.e. gymnasium's classic-control set, or that has ``get_state``/``set_state``
+hooks, like trainwell's macro placement) plus its RNG, and the current legal-action mask. Other environments
 are re-seeded from (seed, rollout index) on resume, which restores the data stream only at a
 rollout boundary.
 """
@@ -41,8 +42,9 @@ class PPORollouts:
         self.n, self.T, self.gamma, self.lam = num_envs, rollout_steps, gamma, lam
         self.update_epochs, self.mb = update_epochs, minibatch_size
         self.per_epoch = max(1, (num_envs * rollout_steps) // minibatch_size)
-        obs, _ = self.envs.reset(seed=seed)
+        obs, info = self.envs.reset(seed=seed)
         self.obs = torch.as_tensor(obs, dtype=torch.float32)
+        self.mask = action_mask(info)  # (N, A) bool for envs that mask actions, else None
         self.rollouts = 0  # rollouts collected so far
         self.cursor = self.update_epochs * self.per_epoch  # minibatches served from the buffer
         self.buffer: dict[str, torch.Tensor] = {}
@@ -78,7 +80,8 @@ class PPORollouts:
         store: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
         for _ in range(self.T):
             obs = self.obs.to(device)
-            dist, value = self.model(obs)
+            mask = None if self.mask is None else self.mask.to(device)
+            dist, value = self.model(obs, mask)
             action = dist.sample()
             nxt, reward, term, trunc, info = self.envs.step(action.cpu().numpy())
             nxt_t = torch.as_tensor(nxt, dtype=torch.float32)
@@ -95,6 +98,9 @@ class PPORollouts:
                                    next_value.cpu(), torch.as_tensor(term, dtype=torch.float32),
                                    torch.as_tensor(ended, dtype=torch.float32))):
                 store[k].append(v)
+            if mask is not None:
+                store.setdefault("mask", []).append(mask.cpu())
+            self.mask = action_mask(info)
             self.ep_return += reward
             self.ep_length += 1
             for i in np.flatnonzero(ended):
@@ -107,6 +113,8 @@ class PPORollouts:
         flat = lambda t: t.reshape(self.T * self.n, *t.shape[2:])  # noqa: E731
         self.buffer = {"obs": flat(s["obs"]), "actions": flat(s["actions"]), "logp": flat(s["logp"]),
                        "values": flat(s["values"]), "adv": flat(adv), "returns": flat(ret)}
+        if "mask" in s:
+            self.buffer["mask"] = flat(s["mask"])
         self.rollouts += 1
         self.cursor = 0
         self.model.train(was)
@@ -129,10 +137,12 @@ class PPORollouts:
                 "state": None if state is None else np.asarray(state, dtype=np.float64).tolist(),
                 "steps_beyond_terminated": getattr(raw, "steps_beyond_terminated", None),
                 "elapsed": getattr(env, "_elapsed_steps", None),
-                "rng": raw.np_random.bit_generator.state})
+                "rng": raw.np_random.bit_generator.state,
+                "custom": raw.get_state() if hasattr(raw, "get_state") else None})
         return {"rollouts": self.rollouts, "cursor": self.cursor, "obs": self.obs.clone(),
                 "buffer": {k: v.clone() for k, v in self.buffer.items()},
-                "ep_return": self.ep_return.tolist(), "ep_length": self.ep_length.tolist(), "envs": envs}
+                "ep_return": self.ep_return.tolist(), "ep_length": self.ep_length.tolist(), "envs": envs,
+                "mask": None if self.mask is None else self.mask.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rollouts, self.cursor = int(state["rollouts"]), int(state["cursor"])
@@ -140,18 +150,28 @@ class PPORollouts:
         self.buffer = {k: v.clone() for k, v in state["buffer"].items()}
         self.ep_return = np.array(state["ep_return"], dtype=np.float64)
         self.ep_length = np.array(state["ep_length"], dtype=np.int64)
+        self.mask = None if state.get("mask") is None else state["mask"].clone()
         for env, saved in zip(self.envs.envs, state["envs"]):
             raw = env.unwrapped
-            if saved["state"] is None:  # not a classic-control env: re-seed at the rollout boundary
+            if saved.get("custom") is not None:  # envs with get_state/set_state hooks (macro placement)
+                raw.set_state(saved["custom"])
+            elif saved["state"] is None:  # not a classic-control env: re-seed at the rollout boundary
                 env.reset(seed=self.seed + 7919 * self.rollouts)
                 continue
-            # the envs were reset in __init__, so raw.state exists; keep its dtype (float32 -> float64
-            # -> float32 is exact)
-            raw.state = np.array(saved["state"], dtype=np.asarray(raw.state).dtype)
-            raw.steps_beyond_terminated = saved["steps_beyond_terminated"]
+            else:
+                # the envs were reset in __init__, so raw.state exists; keep its dtype (float32 -> float64
+                # -> float32 is exact)
+                raw.state = np.array(saved["state"], dtype=np.asarray(raw.state).dtype)
+                raw.steps_beyond_terminated = saved["steps_beyond_terminated"]
             if saved["elapsed"] is not None:
                 env._elapsed_steps = saved["elapsed"]
             raw.np_random.bit_generator.state = saved["rng"]
+
+
+def action_mask(info: dict[str, Any]) -> torch.Tensor | None:
+    """The legal-action mask an environment reports in ``info["action_mask"]``, as a bool tensor."""
+    mask = info.get("action_mask")
+    return None if mask is None else torch.as_tensor(np.asarray(mask, dtype=bool))
 
 
 @torch.no_grad()
@@ -165,11 +185,13 @@ def evaluate_policy(model: torch.nn.Module, env_id: str, episodes: int, seed: in
     env = gym.make(env_id)
     returns, lengths = [], []
     for i in range(episodes):
-        obs, _ = env.reset(seed=seed + i)
+        obs, info = env.reset(seed=seed + i)
         total, steps, done = 0.0, 0, False
         while not done:
-            action = model.act(torch.as_tensor(obs, dtype=torch.float32, device=device)[None], deterministic=True)
-            obs, reward, term, trunc, _ = env.step(action[0].cpu().numpy())
+            mask = action_mask(info)
+            action = model.act(torch.as_tensor(obs, dtype=torch.float32, device=device)[None], deterministic=True,
+                               mask=None if mask is None else mask[None].to(device))
+            obs, reward, term, trunc, info = env.step(action[0].cpu().numpy())
             total, steps, done = total + float(reward), steps + 1, term or trunc
         returns.append(total)
         lengths.append(steps)
