@@ -28,7 +28,11 @@ CASES = {
     "flow": ("digits_density", None),
     # 4,000 env steps = 20 rollouts of 200 x 20 updates = 400 optimizer steps; 2 eval episodes
     "ppo": ("cartpole_ppo", {"data.total_env_steps": 4000, "data.eval_episodes": 2, "eval.stop_metric": "''"}),
+    # masked actions + env state via get_state/set_state: 6 rollouts of 4 x 32 env steps x 64 updates
+    "placement": ("placement_ppo", {"data.total_env_steps": 768, "data.num_envs": 4, "data.minibatch_size": 32,
+                                    "data.update_epochs": 16, "data.eval_episodes": 3, "model.hidden": "[32]"}),
 }
+TOTAL = {"ppo": 400, "placement": 384}  # optimizer steps where the recipe's env steps set them
 
 
 def start(args: list[str]) -> subprocess.Popen:
@@ -76,7 +80,7 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path, tiny, c
     assert done.returncode == 0, done.stderr
 
     rng = random.Random(os.getpid() ^ int(time.time()))
-    total = STEPS if case != "ppo" else 400
+    total = TOTAL.get(case, STEPS)
     kills = 0
     cmd = ["train", "--run-dir", str(killed), *args]
     for attempt in range(3):

@@ -56,7 +56,7 @@ def env_hooks(env_id: str, episodes: int, seed: int) -> tuple[Callable[[torch.nn
     from trainwell.rl import PLACEMENT_ENV
     from trainwell.rl.rollout import evaluate_policy
 
-    if env_id == PLACEMENT_ENV:
+    if env_id.startswith("trainwell/MacroPlacement"):
         from trainwell.rl import placement_report
 
         cache: dict = {}  # baseline HPWL per held-out netlist: the same at every evaluation
