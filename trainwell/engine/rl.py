@@ -24,6 +24,7 @@ def ppo_job(cfg: Config, device: torch.device) -> Job:
         raise ConfigError("data.name = 'gym' trains with objective.name = 'ppo' and model.name = 'actor_critic'.")
     probe = make_envs(d.env_id, 1)
     obs_space, act_space = probe.single_observation_space, probe.single_action_space
+    evaluate, finish = env_hooks(d.env_id, probe.envs[0].unwrapped, d.eval_episodes, d.eval_seed)
     probe.close()
     if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
         raise ConfigError(f"{d.env_id} has observations {obs_space}; the actor-critic MLP needs a flat Box.")
@@ -39,7 +40,6 @@ def ppo_job(cfg: Config, device: torch.device) -> Job:
         return ppo_loss(m, batch, clip=o.clip, vf_coef=o.vf_coef, ent_coef=o.ent_coef,
                         clip_value=o.clip_value, norm_adv=o.norm_adv)
 
-    evaluate, finish = env_hooks(d.env_id, d.eval_episodes, d.eval_seed)
     return Job(model=model, source=source, objective=objective, eval_batches=[], units="samples",
                batches_per_epoch=source.updates_per_rollout(),
                total_steps=rollouts * source.updates_per_rollout(),
@@ -49,15 +49,15 @@ def ppo_job(cfg: Config, device: torch.device) -> Job:
                       "continuous_actions": continuous, "rollouts": rollouts})
 
 
-def env_hooks(env_id: str, episodes: int, seed: int) -> tuple[Callable[[torch.nn.Module], dict[str, float]],
+def env_hooks(env_id: str, env: Any, episodes: int, seed: int) -> tuple[Callable[[torch.nn.Module], dict[str, float]],
                                                              Callable[[torch.nn.Module, Path], dict[str, Any]]]:
     """Evaluation and end-of-run report for ``env_id``: the mean deterministic return for any
     environment; for macro placement, held-out netlists against random and greedy placement."""
-    from trainwell.rl import PLACEMENT_ENV
+    from trainwell.rl import placement_report
+    from trainwell.rl.placement import MacroPlacementEnv
     from trainwell.rl.rollout import evaluate_policy
 
-    if env_id.startswith("trainwell/MacroPlacement"):
-        from trainwell.rl import placement_report
+    if isinstance(env, MacroPlacementEnv):  # any registered size
 
         cache: dict = {}  # baseline HPWL per held-out netlist: the same at every evaluation
         return (lambda m: placement_report.compare(m, env_id, episodes, seed, cache),

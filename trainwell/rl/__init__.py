@@ -11,6 +11,3 @@ PLACEMENT_ENV = "trainwell/MacroPlacement-v0"  # 10 x 10 grid, 8 macros up to 3 
 if PLACEMENT_ENV not in gym.registry:
     gym.register(id=PLACEMENT_ENV, entry_point="trainwell.rl.placement:MacroPlacementEnv",
                  kwargs=dict(grid=10, macros=8, max_size=3, nets=10, max_pins=4))
-if "trainwell/MacroPlacementCost-v0" not in gym.registry:
-    gym.register(id="trainwell/MacroPlacementCost-v0", entry_point="trainwell.rl.placement:MacroPlacementEnv",
-                 kwargs=dict(grid=10, macros=8, max_size=3, nets=10, max_pins=4, cost_map=True))

@@ -137,15 +137,14 @@ class MacroPlacementEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 2}
 
     def __init__(self, grid: int = 10, macros: int = 8, max_size: int = 3, nets: int = 10, max_pins: int = 4,
-                 cost_map: bool = False, render_mode: str | None = None):
+                 render_mode: str | None = None):
         if not (1 <= max_size <= grid and macros >= 2 and nets >= 1 and 2 <= max_pins <= macros):
             raise ValueError(f"MacroPlacementEnv needs 1 <= max_size <= grid, macros >= 2, nets >= 1 and "
                              f"2 <= max_pins <= macros (got grid={grid}, macros={macros}, max_size={max_size}, "
                              f"nets={nets}, max_pins={max_pins}).")
         self.grid, self.macros, self.max_size, self.nets, self.max_pins = grid, macros, max_size, nets, max_pins
-        self.render_mode, self.cost_map = render_mode, cost_map
-        channels = 3 if cost_map else 2
-        self.observation_space = gym.spaces.Box(0.0, 1.0, shape=(channels * grid * grid + 6,), dtype=np.float32)
+        self.render_mode = render_mode
+        self.observation_space = gym.spaces.Box(0.0, 1.0, shape=(2 * grid * grid + 6,), dtype=np.float32)
         self.action_space = gym.spaces.Discrete(grid * grid)
         self.netlist: Netlist | None = None
         self.corners = np.zeros((macros, 2), dtype=np.int64)
@@ -247,21 +246,4 @@ class MacroPlacementEnv(gym.Env):
                 tail[2:4] = (weight[:m, None] * c).sum(0) / weight.sum() / g
                 tail[4] = 1.0
         tail[5] = self.placed / self.macros
-        parts = [self.occupied.reshape(-1).astype(np.float32), conn.reshape(-1)]
-        if self.cost_map:
-            parts.append(self._cost_map())
-        return np.concatenate([*parts, tail])
-
-    def _cost_map(self) -> np.ndarray:
-        """(G * G,) float32: the wirelength the next macro adds at each legal corner, / the largest
-        (illegal corners 1)."""
-        g, out = self.grid, np.ones(self.grid * self.grid, dtype=np.float32)
-        if self.netlist is None or self.placed >= self.macros:
-            return out
-        legal = np.flatnonzero(self.action_mask())
-        if legal.size == 0:  # stuck: the episode ends here
-            return out
-        ys, xs = np.divmod(legal, g)
-        cost = added_wirelength(self.netlist, self.corners, self.placed, self.placed, np.stack([xs, ys], 1))
-        out[legal] = cost / cost.max() if cost.max() > 0 else 0.0
-        return out
+        return np.concatenate([self.occupied.reshape(-1).astype(np.float32), conn.reshape(-1), tail])
