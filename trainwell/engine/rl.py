@@ -61,5 +61,5 @@ def env_hooks(env_id: str, env: Any, episodes: int, seed: int) -> tuple[Callable
 
         cache: dict = {}  # baseline HPWL per held-out netlist: the same at every evaluation
         return (lambda m: placement_report.compare(m, env_id, episodes, seed, cache),
-                lambda m, run_dir: placement_report.finish(m, run_dir, env_id, episodes, seed))
+                lambda m, run_dir: placement_report.finish(m, run_dir, env_id, episodes, seed, cache))
     return lambda m: evaluate_policy(m, env_id, episodes, seed), lambda m, run_dir: {}

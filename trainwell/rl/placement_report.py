@@ -72,9 +72,11 @@ def compare(model: torch.nn.Module, env_id: str, netlists: int, seed: int,
             "val/vs_greedy": float(a.mean() / g.mean()), "val/stuck": stuck / netlists}
 
 
-def finish(model: torch.nn.Module, run_dir: Path, env_id: str, netlists: int, seed: int) -> dict[str, Any]:
+def finish(model: torch.nn.Module, run_dir: Path, env_id: str, netlists: int, seed: int,
+           cache: dict[int, tuple[float | None, float | None]] | None = None) -> dict[str, Any]:
     """After training: held-out comparison into summary + placement.json, and placement.png."""
-    result = {k.replace("val/", "heldout_"): round(v, 4) for k, v in compare(model, env_id, netlists, seed).items()}
+    scores = compare(model, env_id, netlists, seed, cache)
+    result = {k.replace("val/", "heldout_"): round(v, 4) for k, v in scores.items()}
     result["heldout_netlists"] = netlists
     env = make_env(env_id)
     nid = heldout_id(seed)
