@@ -41,6 +41,8 @@ def train(
     sets: list[str] = typer.Option([], "--set", help=SET_HELP),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder from its newest valid checkpoint."),
     from_: Optional[Path] = typer.Option(None, "--from", help="Branch a new run from this checkpoint folder (settings may differ)."),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="Data-parallel processes on this machine, started through torchrun (see distributed.strategy)."),
+    max_restarts: int = typer.Option(0, "--max-restarts", min=0, help="With --nproc: restart the whole group this often if a process dies; it resumes from the newest checkpoint."),
 ) -> None:
     """Train a model from a recipe; resume or branch a run."""
 
@@ -50,7 +52,15 @@ def train(
         from trainwell.api import train as run_training
         from trainwell.track.report import render_summary, summarize
 
+        if nproc > 1:
+            from trainwell.api import launch_group
+
+            launch_group(nproc, recipe, sets, run_dir=run_dir, resume=resume, branch_from=from_,
+                         max_restarts=max_restarts)  # rank 0 prints the summary
+            return
         result = run_training(recipe, sets, run_dir=run_dir, resume=resume, branch_from=from_)
+        if not result.summary:  # rank > 0 of a distributed run: rank 0 reports
+            return
         render_summary(summarize(result.run_dir))
         for i, text in enumerate(result.samples):
             typer.echo(f"\n--- sample {i + 1} ---\n{text}")

@@ -27,12 +27,20 @@ CASES = {
     "simclr": ("digits_cluster", None),
     "flow": ("digits_density", None),
     # 4,000 env steps = 20 rollouts of 200 x 20 updates = 400 optimizer steps; 2 eval episodes
-    "ppo": ("cartpole_ppo", {"data.total_env_steps": 4000, "data.eval_episodes": 2, "eval.stop_metric": "''"}),
+    # normalisation on: its running statistics must resume too
+    "ppo": ("cartpole_ppo", {"data.total_env_steps": 4000, "data.eval_episodes": 2, "eval.stop_metric": "''",
+                             "model.normalize_obs": "true", "data.normalize_reward": "true", "data.video": "false"}),
+    # (2,200 - 200 warm-up) / 64 = 31 collections x 13 updates = 403 optimizer steps; the target network
+    # is copied every 10 updates, so kills land between copies
+    "dqn": ("cartpole_dqn", {"data.total_env_steps": 2200, "data.learning_starts": 200, "data.collect_steps": 64,
+                             "data.updates_per_collect": 13, "data.eval_episodes": 2, "eval.stop_metric": "''",
+                             "model.hidden": "[32,32]", "data.video": "false"}),
     # masked actions + env state via get_state/set_state: 6 rollouts of 4 x 32 env steps x 64 updates
     "placement": ("placement_ppo", {"data.total_env_steps": 768, "data.num_envs": 4, "data.minibatch_size": 32,
-                                    "data.update_epochs": 16, "data.eval_episodes": 3, "model.hidden": "[32]"}),
+                                    "data.update_epochs": 16, "data.eval_episodes": 3, "model.hidden": "[32]",
+                                    "data.video": "false"}),
 }
-TOTAL = {"ppo": 400, "placement": 384}  # optimizer steps where the recipe's env steps set them
+TOTALS = {"ppo": 400, "dqn": 403, "placement": 384}
 
 
 def start(args: list[str]) -> subprocess.Popen:
@@ -80,7 +88,7 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path, tiny, c
     assert done.returncode == 0, done.stderr
 
     rng = random.Random(os.getpid() ^ int(time.time()))
-    total = TOTAL.get(case, STEPS)
+    total = TOTALS.get(case, STEPS)
     kills = 0
     cmd = ["train", "--run-dir", str(killed), *args]
     for attempt in range(3):

@@ -186,6 +186,8 @@ def test_placement_recipe_tiny_run_writes_the_comparison_and_png(tmp_path, cli):
         assert summary[key] > 0, key
     assert summary["heldout_hpwl_greedy"] < summary["heldout_hpwl_random"]
     assert (run / "placement.png").stat().st_size > 10_000
+    assert (run / "episode.gif").stat().st_size > 1_000  # the env's rgb_array rendering, masked greedy policy
+    assert summary["video_length"] == 8  # all 8 macros placed: the masked policy made no illegal move
     assert json.loads((run / "placement.json").read_text())["heldout_netlists"] == 4
     logged = set().union(*(json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()))
     assert {"val/hpwl", "val/vs_greedy", "rl/episode_return"} <= logged
@@ -195,6 +197,7 @@ def test_trained_briefly_beats_random_placement(tmp_path):
     # ~10k env steps (0.69 measured): far from converged, but a policy that ignored the netlist would stay near 1.0
     res = trainwell.train("placement_ppo", ["log.progress=off", "log.tensorboard=false", "log.plots=false",
                                             "data.total_env_steps=10240", "data.eval_episodes=50", "eval.every=0",
-                                            "checkpoint.every=100000", "model.hidden=[64, 64]", "optim.lr=1e-3"],
+                                            "checkpoint.every=100000", "model.hidden=[64, 64]", "optim.lr=1e-3",
+                                            "data.video=false"],
                           run_dir=tmp_path / "p")
     assert res.summary["heldout_vs_random"] < 0.85

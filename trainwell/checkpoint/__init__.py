@@ -4,10 +4,8 @@ Tensors go to safetensors (``step-<N>/model.safetensors`` is loadable by safeten
 everything else to JSON; nothing is ever unpickled. See ``store.py`` for the layout and the
 crash-safety argument, ``format.py`` for the JSON encoding.
 
-Distributed training will use torch.distributed.checkpoint (DCP) for sharded state. The API
-deliberately has DCP's shape — a mapping of names to objects with
-``state_dict``/``load_state_dict``, restored in place — so a DCP backend can be swapped in
-behind :func:`save`/:func:`load` without touching callers.
+Runs with several processes write a sharded layout (per-rank safetensors + JSON index, see
+``sharded.py``); :func:`load_entry` and :func:`verify` read both layouts.
 """
 
 from trainwell.checkpoint.rng import RNGState
@@ -20,6 +18,7 @@ from trainwell.checkpoint.store import (
     list_checkpoints,
     load,
     load_entry,
+    model_shapes,
     prune,
     save,
     stage,
@@ -37,6 +36,7 @@ __all__ = [
     "list_checkpoints",
     "load",
     "load_entry",
+    "model_shapes",
     "prune",
     "save",
     "stage",

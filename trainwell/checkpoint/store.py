@@ -13,11 +13,10 @@ the directory are fsynced, then one ``rename`` publishes it. A ``step-N`` direct
 either does not exist or is complete; stale ``.tmp-*`` directories are swept by
 :func:`cleanup_tmp` (called from :func:`prune`).
 
-Distributed note: the unit of state is a ``Mapping[str, Stateful]`` restored in place, the
-same shape torch.distributed.checkpoint (DCP) uses (``dcp.save({"model": ..., ...})``). When
-sharded (FSDP2 / DTensor) state arrives, a DCP backend can sit behind the same
-``save``/``load`` signatures; callers never see the file layout except the documented
-``model.safetensors`` contract for single-file model export.
+Distributed note: runs with several processes write a "sharded" layout instead (one
+safetensors file per rank plus a JSON index; see ``sharded.py`` and
+``trainwell/distributed/checkpoint.py``). Its manifest has the same shape and checksums, so
+``verify``/``latest_valid``/``prune`` treat both alike, and ``load_entry`` reads either.
 """
 
 from __future__ import annotations
@@ -359,6 +358,11 @@ def load_entry(ckpt_dir: Path, name: str) -> Any:
     """
     ckpt_dir = Path(ckpt_dir)
     manifest = _read_manifest(ckpt_dir)
+    if manifest.get("layout") == "sharded":  # written by several ranks: assemble full tensors
+        from trainwell.checkpoint import sharded
+
+        verify(ckpt_dir)
+        return sharded.load_entry(ckpt_dir, name)
     _check_file(ckpt_dir, STATE, manifest["files"].get(STATE, {}))
     entries = _read_state(ckpt_dir)
     if name not in entries:
@@ -372,6 +376,16 @@ def load_entry(ckpt_dir: Path, name: str) -> Any:
     return _rebuild(ckpt_dir, name, entries[name])
 
 
+def model_shapes(ckpt_dir: Path) -> dict[str, tuple[int, ...]]:
+    """Parameter name -> shape of the checkpoint's model entry (either layout)."""
+    ckpt_dir = Path(ckpt_dir)
+    if _read_manifest(ckpt_dir).get("layout") == "sharded":
+        from trainwell.checkpoint import sharded
+
+        return sharded.model_shapes(ckpt_dir)
+    return {k: tuple(v.shape) for k, v in load_entry(ckpt_dir, "model").items()}
+
+
 def load(ckpt_dir: Path, app_state: Mapping[str, Stateful], *, strict: bool = True) -> dict[str, Any]:
     """Verify ``ckpt_dir`` and restore every entry of ``app_state`` in place; returns the manifest.
 
@@ -380,6 +394,9 @@ def load(ckpt_dir: Path, app_state: Mapping[str, Stateful], *, strict: bool = Tr
     """
     ckpt_dir = Path(ckpt_dir)
     manifest = verify(ckpt_dir)
+    if manifest.get("layout") == "sharded":
+        raise CheckpointError(f"checkpoint {ckpt_dir} was written by several ranks; restore it with "
+                              f"trainwell.distributed.checkpoint.load (the training loop does).")
     entries = _read_state(ckpt_dir)
     missing = [n for n in app_state if n not in entries]
     if strict and missing:

@@ -155,7 +155,8 @@ class ScheduleConfig:
 class TrainConfig:
     steps: int = opt(1000, "optimizer steps to train (ignored when epochs > 0)", min=1)
     epochs: int = opt(0, "train for this many passes over the data instead of steps", min=0)
-    batch_size: int = opt(32, "sequences per micro-batch", min=1)
+    batch_size: int = opt(32, "samples per micro-batch, summed over all processes (global batch; each of "
+                          "N data-parallel ranks takes batch_size / N of it)", min=1)
     grad_accum: int = opt(1, "micro-batches per optimizer step", min=1)
     seed: int = opt(1337, "seed for initialisation, data order and dropout", min=0)
     precision: str = opt("fp32", "fp32, bf16 (autocast on CPU and CUDA) or fp16 (CUDA, loss scaling)",
@@ -189,7 +190,7 @@ class EvalConfig:
 class CheckpointConfig:
     every: int = opt(500, "steps between checkpoints (the final step is always saved)", min=1)
     keep: int = opt(3, "keep the newest K checkpoints", min=1)
-    keep_best: bool = opt(True, "also keep the checkpoint with the lowest validation loss")
+    keep_best: bool = opt(True, "also keep the checkpoint with the best evaluation (lowest val/loss; RL: highest val/return)")
     async_save: bool = opt(False, "write checkpoints in a background thread")
 
 
@@ -200,6 +201,24 @@ class LogConfig:
     plots: bool = opt(True, "draw PNG plots at the end")
     progress: str = opt("auto", "auto (live bar on a terminal, lines otherwise), lines or off",
                         choices=("auto", "lines", "off"))
+
+
+@dataclass
+class DistributedConfig:
+    """How several processes (started by torchrun or `trainwell train --nproc N`) share the work.
+
+    Only read when the launcher starts more than one process; a single process ignores it.
+    """
+
+    strategy: str = opt("ddp", "ddp: replicated model, gradient all-reduce; fsdp: FSDP2 (fully_shard), "
+                        "parameters, gradients and optimizer state sharded across ranks",
+                        choices=("ddp", "fsdp"))
+    backend: str = opt("auto", "collective backend: auto (nccl on CUDA, gloo on CPU), gloo or nccl",
+                       choices=("auto", "gloo", "nccl"))
+    timeout_s: float = opt(600.0, "a collective (all-reduce, barrier, ...) waiting longer than this fails "
+                           "with a message naming the rank and the operation", min=1.0)
+    reshard_after_forward: bool = opt(True, "fsdp: free gathered parameters after forward (less memory, "
+                                      "one more all-gather in backward)")
 
 
 @dataclass
@@ -215,6 +234,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
 
 @dataclass
@@ -286,12 +306,44 @@ class GymDataConfig:
     minibatch_size: int = opt(256, "samples per minibatch (one optimizer step each)", min=1)
     eval_episodes: int = opt(10, "deterministic-policy episodes per evaluation", min=1)
     eval_seed: int = opt(100_000, "first seed of the evaluation episodes (separate from training)", min=0)
+    normalize_reward: bool = opt(False, "scale rewards by the running std of the discounted return "
+                                 "(statistics saved in checkpoints)")
+    video: bool = opt(True, "write episode.gif of one deterministic evaluation episode at the end "
+                      "(needs the env's rgb_array rendering; pygame for classic control)")
+
+
+@dataclass
+class ReplayDataConfig:
+    """Off-policy experience: epsilon-greedy steps in a gymnasium environment, kept in a replay buffer."""
+
+    name: str = opt("replay", "data source", choices=("replay",))
+    env_id: str = opt("CartPole-v1", "any registered gymnasium environment with discrete actions")
+    num_envs: int = opt(1, "environments stepped in parallel (gymnasium vector API)", min=1)
+    total_env_steps: int = opt(50_000, "environment steps to train for (sets the optimizer steps)", min=1)
+    buffer_size: int = opt(50_000, "transitions the replay buffer holds (oldest overwritten)", min=1)
+    learning_starts: int = opt(1_000, "random-action env steps collected before the first update", min=0)
+    collect_steps: int = opt(256, "env steps collected between bursts of updates", min=1)
+    updates_per_collect: int = opt(128, "optimizer steps (minibatches of train.batch_size) per burst", min=1)
+    gamma: float = opt(0.99, "discount factor", min=0.0, max=1.0)
+    target_every: int = opt(10, "optimizer steps between copies of the online network into the target network",
+                            min=1)
+    double_q: bool = opt(True, "double DQN: the online network picks the next action, the target network "
+                         "scores it (van Hasselt et al. 2016)")
+    epsilon_start: float = opt(1.0, "exploration rate at the start", min=0.0, max=1.0)
+    epsilon_end: float = opt(0.04, "exploration rate after the decay", min=0.0, max=1.0)
+    epsilon_fraction: float = opt(0.16, "share of total_env_steps over which epsilon decays linearly",
+                                  min=0.0, max=1.0)
+    eval_episodes: int = opt(10, "greedy-policy episodes per evaluation", min=1)
+    eval_seed: int = opt(100_000, "first seed of the evaluation episodes (separate from training)", min=0)
+    video: bool = opt(True, "write episode.gif of one greedy evaluation episode at the end")
 
 
 @dataclass
 class ActorCriticConfig:
     name: str = opt("actor_critic", "model architecture", choices=("actor_critic",))
     hidden: list[int] = opt([64, 64], "hidden widths of the actor and of the critic (tanh)")
+    normalize_obs: bool = opt(False, "normalise observations by running mean/std (kept in the model's "
+                              "buffers, so checkpoints and evaluation use them)")
 
 
 @dataclass
@@ -304,19 +356,26 @@ class PPOObjectiveConfig:
     norm_adv: bool = opt(True, "normalise advantages per minibatch")
 
 
+@dataclass
+class DQNObjectiveConfig:
+    name: str = opt("dqn", "objective", choices=("dqn",))
+    loss: str = opt("huber", "TD-error loss: huber (smooth L1, as in Mnih et al. 2015) or mse",
+                    choices=("huber", "mse"))
+
+
 # Variant sections: the value of `name` picks the dataclass for the rest of the section.
 # New models, data sources and objectives register here.
 VARIANTS: dict[str, dict[str, type]] = {
-    "data": {"text": TextDataConfig, "gym": GymDataConfig, "sklearn": ArrayDataConfig, "image_folder": ArrayDataConfig,
+    "data": {"text": TextDataConfig, "gym": GymDataConfig, "replay": ReplayDataConfig, "sklearn": ArrayDataConfig, "image_folder": ArrayDataConfig,
              "table": ArrayDataConfig},
     "model": {"actor_critic": ActorCriticConfig, "gpt": GPTConfig, "encoder": EncoderConfig, "mlp": MLPConfig, "cnn": CNNConfig,
               "realnvp": RealNVPConfig, "embed_cnn": EmbedCNNConfig},
-    "objective": {"ppo": PPOObjectiveConfig, "lm": ObjectiveConfig, "classify": ObjectiveConfig, "regress": ObjectiveConfig,
+    "objective": {"ppo": PPOObjectiveConfig, "dqn": DQNObjectiveConfig, "lm": ObjectiveConfig, "classify": ObjectiveConfig, "regress": ObjectiveConfig,
                   "mlm": MLMObjectiveConfig, "density": DensityObjectiveConfig,
                   "simclr": SimCLRObjectiveConfig},
 }
 
 # Sections and keys that do not change the training trajectory: a run may be resumed with
 # these changed. Everything else is part of the config hash stored in every checkpoint.
-NON_TRAJECTORY = ("description", "run.", "eval.", "checkpoint.", "log.", "data.cache_dir",
-                  "train.threads", "train.compile")
+NON_TRAJECTORY = ("description", "run.", "eval.", "checkpoint.", "log.", "data.cache_dir", "data.video",
+                  "train.threads", "train.compile", "distributed.")

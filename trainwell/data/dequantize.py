@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 
-def noise_key(seed: int, epoch: int, index: int) -> int:
-    return ((seed * 1_000_003 + epoch) * 1_000_003 + index) % 2**63
+def noise_key(seed: int, epoch: int, index: int, rank: int = 0) -> int:
+    key = (seed * 1_000_003 + epoch) * 1_000_003 + index
+    return (key * 1_000_003 + rank if rank else key) % 2**63  # data-parallel ranks draw independently
 
 
 class Dequantized:
@@ -36,7 +37,8 @@ class Dequantized:
     def __next__(self) -> dict[str, torch.Tensor]:
         batch = next(self.batches)
         # the position of the batch just drawn (ArrayBatches advances index after drawing)
-        g = torch.Generator().manual_seed(noise_key(self.seed, self.batches.epoch, self.batches.index - 1))
+        g = torch.Generator().manual_seed(noise_key(self.seed, self.batches.epoch, self.batches.index - 1,
+                                                     self.batches.rank))
         x = batch["input"]
         return {"input": x + torch.rand(x.shape, generator=g, dtype=x.dtype)}
 

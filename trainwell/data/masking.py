@@ -47,6 +47,7 @@ class MaskedWindows:
 
     def __next__(self) -> dict[str, torch.Tensor]:
         key = (self.seed * 1_000_003 + self.windows.epoch) * 1_000_003 + self.windows.index
+        key = key * 1_000_003 + self.windows.rank if self.windows.rank else key  # ranks mask independently
         g = torch.Generator().manual_seed(key % 2**63)
         batch = next(self.windows)  # the windows' shifted target is not used: MLM predicts in place
         inputs, targets = mask_tokens(batch["input"], generator=g, **self.kw)

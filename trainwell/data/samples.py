@@ -3,7 +3,8 @@
 Each epoch visits the training samples in an order drawn from ``(seed, epoch)`` alone, so the
 position in the data is two integers, ``(epoch, index)``, exactly as for token windows: the
 checkpoint stores them and a resumed run draws the same next batch. The last batch of an epoch
-may be smaller (no sample is skipped).
+may be smaller (no sample is skipped). With ``world_size`` N, ``batch_size`` is the per-rank
+batch and rank r takes the r-th of N even slices of each global batch of N x batch_size.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class ArrayBatches:
         self.batch_size, self.seed = batch_size, seed
         self.rank, self.world_size = rank, world_size
         self.epoch, self.index = 0, 0
+        self.weight = 1.0  # (share of the global batch in the last batch) x world_size
         self._order_epoch, self._order = -1, torch.empty(0, dtype=torch.long)
 
     def batches_per_epoch(self) -> int:
@@ -42,8 +44,17 @@ class ArrayBatches:
         if self.index >= self.batches_per_epoch():
             self.epoch, self.index = self.epoch + 1, 0
         order = self._order_for(self.epoch)
-        start = (self.index * self.world_size + self.rank) * self.batch_size
-        idx = order[start:start + self.batch_size]
+        if self.world_size == 1:
+            idx = order[self.index * self.batch_size:(self.index + 1) * self.batch_size]
+        else:
+            # this rank's share of the global batch; the last one of an epoch may be short, so
+            # split it as evenly as possible and weight each rank's mean loss by its share
+            g = self.batch_size * self.world_size
+            whole = order[self.index * g:(self.index + 1) * g]
+            idx = whole.tensor_split(self.world_size)[self.rank]
+            self.weight = len(idx) * self.world_size / len(whole)
+            if len(idx) == 0:  # fewer samples than ranks: a stand-in sample with weight 0 keeps ranks in step
+                idx = whole[:1]
         self.index += 1
         return {"input": self.x[idx], "target": self.y[idx]}
 

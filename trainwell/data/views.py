@@ -49,8 +49,9 @@ class Augment:
         return torch.where(keep, out, torch.full_like(out, self.background))
 
 
-def position_seed(seed: int, epoch: int, index: int) -> int:
-    return ((seed * 1_000_003 + epoch) * 1_000_003 + index) % 2**63
+def position_seed(seed: int, epoch: int, index: int, rank: int = 0) -> int:
+    key = (seed * 1_000_003 + epoch) * 1_000_003 + index
+    return (key * 1_000_003 + rank if rank else key) % 2**63  # data-parallel ranks draw independently
 
 
 class PairedViews:
@@ -67,7 +68,8 @@ class PairedViews:
 
     def __next__(self) -> dict[str, torch.Tensor]:
         x = next(self.batches)["input"]  # (B, C, H, W); the position of this batch is (epoch, index - 1)
-        g = torch.Generator().manual_seed(position_seed(self.seed, self.batches.epoch, self.batches.index - 1))
+        g = torch.Generator().manual_seed(position_seed(self.seed, self.batches.epoch, self.batches.index - 1,
+                                                         self.batches.rank))
         return {"view1": self.augment(x, g), "view2": self.augment(x, g)}
 
     def state_dict(self) -> dict[str, Any]:

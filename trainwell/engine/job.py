@@ -35,6 +35,8 @@ class Job:
     evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None  # replaces eval_batches (RL episodes)
     train_metrics: Callable[[], dict[str, float]] | None = None  # extra values logged with train/loss
     total_steps: int | None = None  # optimizer steps implied by the data (RL: env steps), over train.steps
+    best_metric: str = "val/loss"  # evaluation metric that picks the best checkpoint (keep_best)
+    best_mode: str = "min"  # or "max" (RL: val/return)
     encode: Callable[[str], list[int]] | None = None
     decode: Callable[[list[int]], str] | None = None
 
@@ -134,13 +136,13 @@ def array_job(cfg: Config, device: torch.device) -> Job:
 
 
 def gym_job(cfg: Config, device: torch.device) -> Job:
-    from trainwell.engine.rl import ppo_job
+    from trainwell.engine.rl import dqn_job, ppo_job  # imported late: gymnasium is slow to import
 
-    return ppo_job(cfg, device)
+    return (dqn_job if cfg.data.name == "replay" else ppo_job)(cfg, device)
 
 
 JOBS: dict[str, Callable[[Config, torch.device], Job]] = {
-    "text": text_job, "gym": gym_job, "sklearn": array_job, "image_folder": array_job, "table": array_job}
+    "text": text_job, "gym": gym_job, "replay": gym_job, "sklearn": array_job, "image_folder": array_job, "table": array_job}
 
 
 def build_job(cfg: Config, device: torch.device) -> Job:

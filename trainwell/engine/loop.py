@@ -22,6 +22,7 @@ import torch
 from trainwell import checkpoint as ckpt
 from trainwell.checkpoint.rng import RNGState
 from trainwell.config import Config, config_hash, to_toml, trajectory_items
+from trainwell.distributed.world import World, collective, inject_fault, setup, teardown
 from trainwell.engine.job import Job, build_job, evaluate, to_device
 from trainwell.engine.peak import peak_flops
 from trainwell.engine.optim import build_optimizer, lr_factor, set_lr
@@ -66,13 +67,27 @@ def total_steps(cfg: Config, job: Job) -> int:
 
 def train(cfg: Config, run_dir: Path, *, resume: bool = False, branch_from: Path | None = None,
           recipe_name: str = "") -> RunResult:
-    """Train ``cfg`` into ``run_dir`` (created by the caller), resuming or branching if asked."""
+    """Train ``cfg`` into ``run_dir`` (created by the caller), resuming or branching if asked.
+
+    Started by torchrun with several processes, each one joins the process group here and
+    trains its share (see trainwell/distributed); with one process nothing changes.
+    """
+    world = setup(cfg)
+    try:
+        return run(cfg, run_dir, world, resume=resume, branch_from=branch_from, recipe_name=recipe_name)
+    finally:
+        teardown(world)
+
+
+def run(cfg: Config, run_dir: Path, world: World, *, resume: bool, branch_from: Path | None,
+        recipe_name: str) -> RunResult:
     from trainwell.track.console import Progress
     from trainwell.track.meta import run_meta, write_json
     from trainwell.track.metrics import MetricsJSONL
 
     t_start = time.perf_counter()
-    device = pick_device(cfg.train.device)
+    single = world.size == 1
+    device = world.device or pick_device(cfg.train.device)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
@@ -80,42 +95,59 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, branch_from: Path
     # ---- build: model + source + objective (the Job), optimizer, precision
     job = build_job(cfg, device)
     init_note = init_weights(job.model, Path(cfg.train.init_from)) if cfg.train.init_from else None
-    optimizer = build_optimizer(job.model, cfg.optim, device)
-    precision = Precision(cfg.train.precision, device)
     if cfg.train.activation_checkpointing:
         apply_activation_checkpointing(job.model, cfg.train.activation_checkpointing)
-    step_model = maybe_compile(job.model, cfg.train.compile)
+    parallel_model: Any = job.model
+    if not single:  # data parallel: this rank's slice of each batch; DDP or FSDP2 around the model
+        from trainwell.distributed import parallel
+        from trainwell.distributed.reduce import evaluate as evaluate_sharded, mean_over_ranks, reduce_step
+
+        parallel.shard_source(job.source, cfg, world)
+        parallel.seed_rank(cfg.train.seed, world.rank)
+        parallel_model = parallel.parallelize(job.model, cfg, world)
+    optimizer = build_optimizer(job.model, cfg.optim, device)  # after FSDP: over the parameter shards
+    precision = Precision(cfg.train.precision, device)
+    step_model = maybe_compile(parallel_model, cfg.train.compile) if single else parallel_model
     loop = LoopState()
     app_state: dict[str, Any] = {"model": job.model, "optimizer": optimizer, "data": job.source,
                                  "rng": RNGState(), "loop": loop}
     if precision.scaler is not None:
         app_state["scaler"] = precision.scaler
+    if not single:  # parameter-name keyed state, saved as per-rank shards
+        from trainwell.distributed import checkpoint as dist_ckpt
+
+        app_state = dist_ckpt.sharded_app_state(app_state, job.model, optimizer)
     steps = total_steps(cfg, job)
-    peak = peak_flops(device, precision.dtype or torch.float32) if job.flops_per_unit else 0.0
+    # the peak of all ranks' devices together: throughput below counts every rank's units
+    peak = peak_flops(device, precision.dtype or torch.float32) * world.size if job.flops_per_unit else 0.0
 
     # ---- restore: --resume continues this run exactly; --from branches a new one
     ckpt_root = run_dir / "checkpoints"
     restored_from = None
     if resume:
-        restored_from = restore_latest(ckpt_root, app_state, cfg)
+        restored_from = restore_latest(ckpt_root, app_state, cfg, world)
     elif branch_from is not None:
-        restored_from = restore(Path(branch_from), app_state, cfg, same_config=False)
+        restored_from = restore(Path(branch_from), app_state, cfg, same_config=False, world=world)
 
-    # ---- run directory: resolved config, provenance, metric sinks
-    (run_dir / "config.toml").write_text(to_toml(cfg), encoding="utf-8")
-    meta = run_meta(seed=cfg.train.seed, extra={
-        "recipe": recipe_name, "device": str(device), "config_hash": config_hash(cfg),
-        "resumed_from": str(restored_from) if restored_from else None, "facts": job.facts})
-    write_json(run_dir / ("meta.json" if not restored_from or not resume else f"meta-resume-{loop.step}.json"),
-               meta)
+    # ---- run directory: resolved config, provenance, metric sinks (rank 0 only)
     resume_step = loop.step if restored_from else None
-    metrics = MetricsJSONL(run_dir / "metrics.jsonl", resume_step=resume_step)
-    sinks: list[Any] = [metrics]
-    if cfg.log.tensorboard:
-        from trainwell.track.tensorboard import TensorBoardSink
+    if resume_step is None and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
+        resume_step = 0  # torchrun restarted a group that had saved nothing yet: drop its logged steps
+    sinks: list[Any] = []
+    if world.main:
+        (run_dir / "config.toml").write_text(to_toml(cfg), encoding="utf-8")
+        meta = run_meta(seed=cfg.train.seed, extra={
+            "recipe": recipe_name, "device": str(device), "config_hash": config_hash(cfg),
+            "resumed_from": str(restored_from) if restored_from else None, "facts": job.facts,
+            "world_size": world.size, "strategy": world.strategy})
+        write_json(run_dir / ("meta.json" if not restored_from or not resume else f"meta-resume-{loop.step}.json"),
+                   meta)
+        sinks.append(MetricsJSONL(run_dir / "metrics.jsonl", resume_step=resume_step))
+        if cfg.log.tensorboard:
+            from trainwell.track.tensorboard import TensorBoardSink
 
-        sinks.append(TensorBoardSink(run_dir, purge_step=resume_step))
-    quiet = open(os.devnull, "w") if cfg.log.progress == "off" else None
+            sinks.append(TensorBoardSink(run_dir, purge_step=resume_step))
+    quiet = open(os.devnull, "w") if cfg.log.progress == "off" or not world.main else None
     progress = Progress(steps, start_step=loop.step, every=cfg.log.every,
                         live=None if cfg.log.progress == "auto" else False, stream=quiet)
     saver = ckpt.AsyncSaver() if cfg.checkpoint.async_save else None
@@ -125,21 +157,32 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, branch_from: Path
         for sink in sinks:
             sink.log(step, values)
 
-    def save(step: int, val_loss: float | None) -> Path:
+    def save(step: int, val_loss: float | None, score: float | None) -> Path:
+        # score: the job's best-checkpoint metric turned into lower-is-better, for keep_best
         meta_ck = {"config_hash": config_hash(cfg), "config": trajectory_items(cfg),
-                   "val_loss": val_loss, "train_seconds": loop.train_seconds}
+                   "val_loss": val_loss, "score": score, "train_seconds": loop.train_seconds}
         target = ckpt_root / f"step-{step}"
+        if not single:
+            dist_ckpt.save(target, app_state, world, step=step, meta=meta_ck)
+            if world.main:
+                ckpt.prune(ckpt_root, keep_last=cfg.checkpoint.keep, keep_best=cfg.checkpoint.keep_best,
+                           best_key="score")
+            return target
         if saver is not None:
             saver.save(target, app_state, step=step, meta=meta_ck)
         else:
             ckpt.save(target, app_state, step=step, meta=meta_ck)
-            ckpt.prune(ckpt_root, keep_last=cfg.checkpoint.keep, keep_best=cfg.checkpoint.keep_best)
+            ckpt.prune(ckpt_root, keep_last=cfg.checkpoint.keep, keep_best=cfg.checkpoint.keep_best,
+                       best_key="score")
         return target
 
     if init_note:
         progress.message(init_note)
     if restored_from:
         progress.message(f"resumed from {restored_from} at step {loop.step}")
+    if not single:
+        progress.message(f"{world.size} processes ({world.strategy}, {device.type}); each takes "
+                         f"{cfg.train.batch_size // world.size} of the global batch of {cfg.train.batch_size}")
     progress.message(f"run directory: {run_dir}")
     job.model.train()
     last_val: dict[str, float] = {}
@@ -153,19 +196,41 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, branch_from: Path
                 lr = cfg.optim.lr * lr_factor(step, steps, cfg.schedule)
                 set_lr(optimizer, lr)
                 loss_sum, units = 0.0, 0
-                for _ in range(cfg.train.grad_accum):
+                for micro in range(cfg.train.grad_accum):
                     batch = to_device(next(job.source), device)
-                    with precision.autocast():
-                        out = job.objective(step_model, batch)
-                    precision.backward(out.loss / cfg.train.grad_accum)
-                    loss_sum += out.loss.item()
+                    if single:
+                        with precision.autocast():
+                            out = job.objective(step_model, batch)
+                        precision.backward(out.loss / cfg.train.grad_accum)
+                        loss_sum += out.loss.item()
+                    else:  # gradients are reduced across ranks in the last micro-batch's backward
+                        if micro == 0:
+                            inject_fault(world, step + 1)
+                        weight = parallel.batch_weight(job.source)
+                        last = micro == cfg.train.grad_accum - 1
+                        with collective(world, f"the gradient all-reduce in the backward of step {step + 1}"), \
+                                parallel.grad_sync(step_model, world, last):
+                            with precision.autocast():
+                                out = job.objective(step_model, batch)
+                            precision.backward(out.loss * (weight / cfg.train.grad_accum))
+                        loss_sum += out.loss.item() * weight
                     units += out.processed or out.units
-                loss = loss_sum / cfg.train.grad_accum
+                if single:
+                    loss = loss_sum / cfg.train.grad_accum
+                else:  # the same global mean loss, units and stop request on every rank
+                    loss, units, stop_all = reduce_step(world, loss_sum, units, stop.requested,
+                                                        cfg.train.grad_accum)
+                    stop.requested = stop.requested or stop_all
                 if not math.isfinite(loss):
                     raise diverged("loss", loss, step + 1, ckpt_root)
                 precision.unscale(optimizer)
-                grad_norm = clip_or_measure(job.model, cfg.optim.grad_clip,
-                                            need=(step + 1) % cfg.log.every == 0)
+                if single:
+                    grad_norm = clip_or_measure(job.model, cfg.optim.grad_clip,
+                                                need=(step + 1) % cfg.log.every == 0)
+                else:
+                    with collective(world, f"the gradient-norm all-reduce of step {step + 1}"):
+                        grad_norm = clip_or_measure(job.model, cfg.optim.grad_clip,
+                                                    need=(step + 1) % cfg.log.every == 0)
                 if grad_norm is not None and not math.isfinite(grad_norm) and precision.scaler is None:
                     raise diverged("gradient norm", grad_norm, step + 1, ckpt_root)
                 precision.step(optimizer)
@@ -187,7 +252,8 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, branch_from: Path
                         values["train/grad_norm"] = grad_norm
                     if peak:
                         values["train/mfu"] = job.flops_per_unit * rate / peak
-                    values.update({f"train/{k}": float(v) for k, v in out.metrics.items()})
+                    step_metrics = {f"train/{k}": float(v) for k, v in out.metrics.items()}
+                    values.update(step_metrics if single else mean_over_ranks(world, step_metrics))
                     if job.train_metrics is not None:
                         values.update(job.train_metrics())
                     log(loop.step, values)
@@ -195,13 +261,14 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, branch_from: Path
                 else:
                     progress.update(loop.step, {})  # keeps the bar moving and the ETA measured from step 1
 
-                val_loss, last_val_now = None, False
+                val_loss, score, last_val_now = None, None, False
                 if (cfg.eval.every and loop.step % cfg.eval.every == 0) or loop.step == steps:
-                    last_val = evaluate(job, device, precision.autocast)
+                    last_val = evaluate(job, device, precision.autocast) if single else \
+                        evaluate_sharded(job, device, precision.autocast, world)
                     last_val_now = True
-                    val_loss = last_val.get("val/loss")
-                    if val_loss is not None and (loop.best_val is None or val_loss < loop.best_val):
-                        loop.best_val, loop.best_step = val_loss, loop.step
+                    val_loss, score = last_val.get("val/loss"), best_score(job, last_val)
+                    if score is not None and (loop.best_val is None or score < loop.best_val):
+                        loop.best_val, loop.best_step = score, loop.step
                     log(loop.step, last_val)
                     progress.message("step {}: {}".format(
                         loop.step, ", ".join(f"{k} {v:.4f}" for k, v in last_val.items())))
@@ -209,7 +276,7 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, branch_from: Path
 
                 solved = last_val_now and reached(cfg, last_val)
                 if loop.step % cfg.checkpoint.every == 0 or loop.step == steps or stop.requested or solved:
-                    save(loop.step, val_loss)
+                    save(loop.step, val_loss, score)
                     window_start = time.perf_counter()
                 if solved:
                     progress.message(f"{cfg.eval.stop_metric} reached {cfg.eval.stop_at} at step {loop.step}; stopping")
@@ -219,7 +286,8 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, branch_from: Path
                                       f"with `trainwell train --resume {run_dir}`.")
         if saver is not None:
             saver.wait()
-            ckpt.prune(ckpt_root, keep_last=cfg.checkpoint.keep, keep_best=cfg.checkpoint.keep_best)
+            ckpt.prune(ckpt_root, keep_last=cfg.checkpoint.keep, keep_best=cfg.checkpoint.keep_best,
+                       best_key="score")
     finally:
         if saver is not None:
             saver.close()
@@ -230,26 +298,40 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, branch_from: Path
             sink.close()
 
     if not last_val:  # resumed a run that had already finished
-        last_val = evaluate(job, device, precision.autocast)
+        last_val = evaluate(job, device, precision.autocast) if single else \
+            evaluate_sharded(job, device, precision.autocast, world)
     return finish(cfg, run_dir, job, loop, last_val, steps,
-                  first_step_s=first_step_s, wall_s=time.perf_counter() - t_start)
+                  first_step_s=first_step_s, wall_s=time.perf_counter() - t_start, world=world)
 
 
 def finish(cfg: Config, run_dir: Path, job: Job, loop: LoopState, last_val: dict[str, float],
-           steps: int, *, first_step_s: float | None, wall_s: float) -> RunResult:
-    """Samples, plots and the summary a person reads at the end."""
+           steps: int, *, first_step_s: float | None, wall_s: float, world: World = World()) -> RunResult:
+    """Samples, plots and the summary a person reads at the end (written by rank 0 only).
+
+    Under FSDP no rank holds the whole model, so rank 0 rebuilds a plain one from the final
+    checkpoint (as `trainwell generate` would) for sampling and the paradigm's finish.
+    """
     from trainwell.track.meta import write_json
 
+    if not world.main:
+        return RunResult(run_dir=run_dir, summary={}, samples=[])
+    model = job.model
+    if world.strategy == "fsdp":
+        model = build_job(cfg, world.device or torch.device("cpu")).model
+        model.load_state_dict(ckpt.load_entry(newest_valid(run_dir / "checkpoints", "the run saved none."),
+                                              "model"))
     samples: list[str] = []
     if job.sample is not None and cfg.eval.samples:
-        samples = job.sample(job.model, cfg.eval.prompt, cfg.eval.samples, cfg.eval.sample_tokens,
+        samples = job.sample(model, cfg.eval.prompt, cfg.eval.samples, cfg.eval.sample_tokens,
                              cfg.eval.temperature, cfg.eval.top_k, cfg.train.seed)
         (run_dir / "samples.txt").write_text(
             "".join(f"--- sample {i + 1} ---\n{s}\n" for i, s in enumerate(samples)), encoding="utf-8")
-    extra = job.finish(job.model, run_dir) if job.finish is not None else {}
+    extra = job.finish(model, run_dir) if job.finish is not None else {}
     summary = {"steps": loop.step,
                **{k.replace("/", "_"): round(v, 4) for k, v in last_val.items()},
-               "best_val_loss": loop.best_val, "best_step": loop.best_step,
+               f"best_{job.best_metric.replace('/', '_')}": (
+                   None if loop.best_val is None else loop.best_val * (1 if job.best_mode == "min" else -1)),
+               "best_step": loop.best_step,
                f"{job.units}_per_s": round(loop.units_seen / max(loop.train_seconds, 1e-9), 1),
                f"{job.units}_seen": loop.units_seen, "train_seconds": round(loop.train_seconds, 2),
                "wall_seconds": round(wall_s, 2),
@@ -261,6 +343,14 @@ def finish(cfg: Config, run_dir: Path, job: Job, loop: LoopState, last_val: dict
 
         draw_plots(run_dir)
     return RunResult(run_dir=run_dir, summary=summary, samples=samples)
+
+
+def best_score(job: Job, metrics: dict[str, float]) -> float | None:
+    """The job's best-checkpoint metric as lower-is-better (val/loss as is, val/return negated)."""
+    value = metrics.get(job.best_metric)
+    if value is None:
+        return None
+    return value if job.best_mode == "min" else -value
 
 
 def reached(cfg: Config, metrics: dict[str, float]) -> bool:
@@ -276,12 +366,20 @@ def reached(cfg: Config, metrics: dict[str, float]) -> bool:
 
 
 def clip_or_measure(model: torch.nn.Module, max_norm: float, *, need: bool) -> float | None:
-    """Clip the global gradient norm (if configured) and return it; measure it only when logged."""
+    """Clip the global gradient norm (if configured) and return it; measure it only when logged.
+
+    Under FSDP the gradients are DTensor shards and the norm is a DTensor (reduced over ranks).
+    """
     if max_norm > 0:
-        return float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
+        return as_float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
     if need:
-        return float(torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf")))
+        return as_float(torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf")))
     return None
+
+
+def as_float(value: Any) -> float:
+    full = getattr(value, "full_tensor", None)  # DTensor
+    return float(full() if full is not None else value)
 
 
 def diverged(what: str, value: float, step: int, ckpt_root: Path) -> TrainingDiverged:
@@ -309,12 +407,30 @@ def newest_valid(root: Path, fix: str) -> Path:
     return path
 
 
-def restore_latest(root: Path, app_state: dict[str, Any], cfg: Config) -> Path:
-    path = newest_valid(root, "nothing to resume — start a new run with `trainwell train RECIPE` instead.")
-    return restore(path, app_state, cfg, same_config=True)
+def restore_latest(root: Path, app_state: dict[str, Any], cfg: Config, world: World = World()) -> Path:
+    fix = "nothing to resume — start a new run with `trainwell train RECIPE` instead."
+    if world.size == 1:
+        path = newest_valid(root, fix)
+    else:  # rank 0 picks, so every rank restores the same checkpoint
+        from trainwell.distributed.world import broadcast_object
+
+        with collective(world, "choosing the checkpoint to resume"):
+            picked = broadcast_object(world, _pick(root, fix) if world.main else None)
+        if isinstance(picked, str) and picked.startswith("error: "):
+            raise CheckpointError(picked[len("error: "):])
+        path = Path(picked)
+    return restore(path, app_state, cfg, same_config=True, world=world)
 
 
-def restore(path: Path, app_state: dict[str, Any], cfg: Config, *, same_config: bool) -> Path:
+def _pick(root: Path, fix: str) -> str:
+    try:
+        return str(newest_valid(root, fix))
+    except CheckpointError as e:
+        return f"error: {e}"
+
+
+def restore(path: Path, app_state: dict[str, Any], cfg: Config, *, same_config: bool,
+            world: World = World()) -> Path:
     manifest = ckpt.verify(path)
     if same_config:
         saved = manifest.get("meta", {}).get("config", {})
@@ -325,9 +441,24 @@ def restore(path: Path, app_state: dict[str, Any], cfg: Config, *, same_config: 
             raise CheckpointError(f"checkpoint {path} was written by a different config: {shown}; "
                                   f"to continue with changed settings branch a new run with "
                                   f"`trainwell train RECIPE --from {path} --set ...`.")
-    check_model_fits(path, app_state["model"])
+    model = getattr(app_state["model"], "model", app_state["model"])  # unwrap ModelState
+    check_model_fits(path, model)
+    sharded = manifest.get("layout") == "sharded"
     try:
-        ckpt.load(path, app_state)
+        if sharded:  # written by several ranks: each rank reads its rows under this run's sharding
+            from trainwell.distributed import checkpoint as dist_ckpt
+
+            target = app_state if world.size > 1 else dist_ckpt.sharded_app_state(
+                app_state, model, app_state["optimizer"])
+            with collective(world, f"restoring {path}"):
+                dist_ckpt.load(path, target, world)
+        elif world.size > 1:  # written by one process, resumed by several
+            from trainwell.distributed import checkpoint as dist_ckpt
+
+            with collective(world, f"restoring {path}"):
+                dist_ckpt.load_single(path, app_state, world)
+        else:
+            ckpt.load(path, app_state)
     except CheckpointError:
         raise
     except (RuntimeError, ValueError, KeyError, IndexError) as e:
@@ -358,15 +489,15 @@ def init_weights(model: torch.nn.Module, path: Path) -> str:
 
 
 def check_model_fits(path: Path, model: torch.nn.Module) -> None:
-    saved = ckpt.load_entry(path, "model")
-    own = model.state_dict()
+    saved = ckpt.model_shapes(path)
+    own = model.state_dict()  # under FSDP: DTensors, whose .shape is the global shape
     for key, tensor in own.items():
         if key not in saved:
             raise CheckpointError(f"checkpoint {path} has no weight '{key}' that this model needs; it was "
                                   f"written for a different model architecture.")
-        if tuple(saved[key].shape) != tuple(tensor.shape):
+        if saved[key] != tuple(tensor.shape):
             raise CheckpointError(
-                f"checkpoint {path} holds '{key}' with shape {tuple(saved[key].shape)} but the model built "
+                f"checkpoint {path} holds '{key}' with shape {saved[key]} but the model built "
                 f"from this config needs {tuple(tensor.shape)}; the model size or the data's vocabulary "
                 f"differs from the run that wrote it.")
     extra = sorted(set(saved) - set(own))

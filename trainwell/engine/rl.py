@@ -1,9 +1,9 @@
-"""Reinforcement learning as a Job: the rollout collector is the source, PPO the objective."""
+"""Reinforcement learning as Jobs: a rollout collector (PPO) or a replay buffer (DQN) is the
+source, the PPO / DQN losses are the objectives; the loop is the same one every paradigm uses."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -12,54 +12,112 @@ from trainwell.engine.job import Job
 from trainwell.errors import ConfigError
 
 
+def env_spaces(env_id: str):
+    from trainwell.rl.envs import make_envs
+
+    probe = make_envs(env_id, 1)
+    obs_space, act_space = probe.single_observation_space, probe.single_action_space
+    probe.close()
+    return obs_space, act_space  # a flat Box: make_envs flattens other observation spaces
+
+
+def finish_rl(d: Any, source: Any):
+    """End-of-run extras: env steps, and a GIF of one deterministic evaluation episode."""
+    def finish(model: torch.nn.Module, run_dir: Any) -> dict[str, Any]:
+        from trainwell.rl.evaluate import write_gif
+
+        out: dict[str, Any] = {"env_steps": source.env_steps()}
+        if d.video:
+            out.update(write_gif(model, d.env_id, d.eval_seed, run_dir / "episode.gif"))
+        return out
+    return finish
+
+
+def placement_hooks(d: Any, finish_base: Any) -> tuple[Any, Any] | None:
+    """For a macro-placement env (any registered size): evaluation on held-out netlists against
+    random and greedy placement, and at the end also placement.png / placement.json. None otherwise."""
+    from trainwell.rl import placement_report
+    from trainwell.rl.envs import make_env
+    from trainwell.rl.placement import MacroPlacementEnv
+
+    env = make_env(d.env_id)
+    env.close()
+    if not isinstance(env.unwrapped, MacroPlacementEnv):
+        return None
+    cache: dict = {}  # baseline HPWL per held-out netlist: the same at every evaluation
+
+    def finish(model: torch.nn.Module, run_dir: Any) -> dict[str, Any]:
+        return {**finish_base(model, run_dir),
+                **placement_report.finish(model, run_dir, d.env_id, d.eval_episodes, d.eval_seed, cache)}
+
+    return lambda m: placement_report.compare(m, d.env_id, d.eval_episodes, d.eval_seed, cache), finish
+
+
 def ppo_job(cfg: Config, device: torch.device) -> Job:
     import gymnasium as gym
 
     from trainwell.models.registry import build_model
     from trainwell.objectives.ppo import ppo_loss
-    from trainwell.rl.rollout import PPORollouts, make_envs
+    from trainwell.rl.evaluate import evaluate_policy
+    from trainwell.rl.rollout import PPORollouts
 
     d, o = cfg.data, cfg.objective
     if o.name != "ppo" or cfg.model.name != "actor_critic":
         raise ConfigError("data.name = 'gym' trains with objective.name = 'ppo' and model.name = 'actor_critic'.")
-    probe = make_envs(d.env_id, 1)
-    obs_space, act_space = probe.single_observation_space, probe.single_action_space
-    evaluate, finish = env_hooks(d.env_id, probe.envs[0].unwrapped, d.eval_episodes, d.eval_seed)
-    probe.close()
-    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
-        raise ConfigError(f"{d.env_id} has observations {obs_space}; the actor-critic MLP needs a flat Box.")
+    obs_space, act_space = env_spaces(d.env_id)
     continuous = isinstance(act_space, gym.spaces.Box)
     act_dim = act_space.shape[0] if continuous else int(act_space.n)
     model = build_model(cfg.model, obs_dim=obs_space.shape[0], act_dim=act_dim, continuous=continuous).to(device)
     source = PPORollouts(model, env_id=d.env_id, num_envs=d.num_envs, rollout_steps=d.rollout_steps,
                          gamma=d.gamma, lam=d.gae_lambda, update_epochs=d.update_epochs,
-                         minibatch_size=d.minibatch_size, seed=cfg.train.seed)
+                         minibatch_size=d.minibatch_size, seed=cfg.train.seed, normalize_reward=d.normalize_reward)
     rollouts = max(1, d.total_env_steps // (d.num_envs * d.rollout_steps))
 
     def objective(m: torch.nn.Module, batch: dict[str, torch.Tensor]):
         return ppo_loss(m, batch, clip=o.clip, vf_coef=o.vf_coef, ent_coef=o.ent_coef,
                         clip_value=o.clip_value, norm_adv=o.norm_adv)
 
+    hooks = placement_hooks(d, finish_rl(d, source))
+    evaluate, finish = hooks if hooks else (lambda m: evaluate_policy(m, d.env_id, d.eval_episodes, d.eval_seed),
+                                            finish_rl(d, source))
     return Job(model=model, source=source, objective=objective, eval_batches=[], units="samples",
                batches_per_epoch=source.updates_per_rollout(),
                total_steps=rollouts * source.updates_per_rollout(),
-               evaluate=evaluate, train_metrics=source.episode_stats,
-               finish=lambda m, run_dir: {"env_steps": source.env_steps(), **finish(m, run_dir)},
+               evaluate=evaluate, train_metrics=source.episode_stats, finish=finish,
+               best_metric="val/return", best_mode="max",
                facts={"parameters": sum(p.numel() for p in model.parameters()), "env_id": d.env_id,
                       "continuous_actions": continuous, "rollouts": rollouts})
 
 
-def env_hooks(env_id: str, env: Any, episodes: int, seed: int) -> tuple[Callable[[torch.nn.Module], dict[str, float]],
-                                                             Callable[[torch.nn.Module, Path], dict[str, Any]]]:
-    """Evaluation and end-of-run report for ``env_id``: the mean deterministic return for any
-    environment; for macro placement, held-out netlists against random and greedy placement."""
-    from trainwell.rl import placement_report
-    from trainwell.rl.placement import MacroPlacementEnv
-    from trainwell.rl.rollout import evaluate_policy
+def dqn_job(cfg: Config, device: torch.device) -> Job:
+    import gymnasium as gym
 
-    if isinstance(env, MacroPlacementEnv):  # any registered size
+    from trainwell.models.registry import build_model
+    from trainwell.objectives.dqn import dqn_loss
+    from trainwell.rl.evaluate import evaluate_policy
+    from trainwell.rl.replay import ReplaySource
 
-        cache: dict = {}  # baseline HPWL per held-out netlist: the same at every evaluation
-        return (lambda m: placement_report.compare(m, env_id, episodes, seed, cache),
-                lambda m, run_dir: placement_report.finish(m, run_dir, env_id, episodes, seed, cache))
-    return lambda m: evaluate_policy(m, env_id, episodes, seed), lambda m, run_dir: {}
+    d, o = cfg.data, cfg.objective
+    if o.name != "dqn" or cfg.model.name != "mlp":
+        raise ConfigError("data.name = 'replay' trains with objective.name = 'dqn' and model.name = 'mlp' "
+                          "(a Q-network: observation in, one value per action out).")
+    obs_space, act_space = env_spaces(d.env_id)
+    if not isinstance(act_space, gym.spaces.Discrete):
+        raise ConfigError(f"DQN needs discrete actions but {d.env_id} has {act_space}; use the PPO recipe "
+                          f"(data.name = 'gym', objective.name = 'ppo') for continuous actions.")
+    model = build_model(cfg.model, feature_shape=tuple(obs_space.shape), out_features=int(act_space.n)).to(device)
+    source = ReplaySource(model, env_id=d.env_id, num_envs=d.num_envs, buffer_size=d.buffer_size,
+                          learning_starts=d.learning_starts, collect_steps=d.collect_steps,
+                          updates_per_collect=d.updates_per_collect, batch_size=cfg.train.batch_size,
+                          gamma=d.gamma, target_every=d.target_every, double_q=d.double_q,
+                          epsilon=(d.epsilon_start, d.epsilon_end, int(d.epsilon_fraction * d.total_env_steps)),
+                          seed=cfg.train.seed)
+    collects = max(1, (d.total_env_steps - d.learning_starts) // d.collect_steps)
+    return Job(model=model, source=source, objective=lambda m, b: dqn_loss(m, b, loss=o.loss), eval_batches=[],
+               units="samples", batches_per_epoch=d.updates_per_collect,
+               total_steps=collects * d.updates_per_collect,
+               evaluate=lambda m: evaluate_policy(m, d.env_id, d.eval_episodes, d.eval_seed),
+               train_metrics=source.episode_stats, finish=finish_rl(d, source),
+               best_metric="val/return", best_mode="max",
+               facts={"parameters": sum(p.numel() for p in model.parameters()), "env_id": d.env_id,
+                      "collections": collects})

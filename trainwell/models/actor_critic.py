@@ -9,6 +9,7 @@ import torch.nn as nn
 from torch.distributions import Categorical, Distribution, Normal
 
 from trainwell.config.schema import ActorCriticConfig
+from trainwell.models.normalize import RunningNorm
 
 
 def mlp(sizes: list[int], out: int, out_std: float) -> nn.Sequential:
@@ -26,9 +27,11 @@ def mlp(sizes: list[int], out: int, out_std: float) -> nn.Sequential:
 
 
 class ActorCritic(nn.Module):
-    def __init__(self, obs_dim: int, act_dim: int, hidden: list[int], continuous: bool):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: list[int], continuous: bool, normalize_obs: bool = False):
         super().__init__()
         self.continuous = continuous
+        # running observation statistics, updated by the rollout collector (not by forward)
+        self.obs_norm = RunningNorm((obs_dim,)) if normalize_obs else None
         self.actor = mlp([obs_dim, *hidden], act_dim, 0.01)
         self.critic = mlp([obs_dim, *hidden], 1, 1.0)
         self.log_std = nn.Parameter(torch.zeros(act_dim)) if continuous else None
@@ -36,17 +39,28 @@ class ActorCritic(nn.Module):
     def forward(self, obs: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[Distribution, torch.Tensor]:
         """(B, obs_dim) -> (action distribution, value (B,)). ``mask`` (B, act_dim) bool marks the
         legal discrete actions (environments that report ``info["action_mask"]``)."""
+        if self.obs_norm is not None:
+            obs = self.obs_norm(obs)
         head = self.actor(obs)
         if mask is not None:
             head = masked_logits(head, mask)
-        dist = Normal(head, self.log_std.exp()) if self.continuous else Categorical(logits=head)
-        return dist, self.critic(obs).squeeze(-1)
+        return self.distribution(head), self.critic(obs).squeeze(-1)
+
+    def distribution(self, head: torch.Tensor) -> Distribution:
+        # argument validation costs more than these tiny networks' forward pass; the inputs are ours
+        if self.continuous:
+            return Normal(head, self.log_std.exp(), validate_args=False)
+        return Categorical(logits=head, validate_args=False)
 
     def act(self, obs: torch.Tensor, deterministic: bool = False, mask: torch.Tensor | None = None) -> torch.Tensor:
-        dist, _ = self(obs, mask)
+        if self.obs_norm is not None:
+            obs = self.obs_norm(obs)
+        head = self.actor(obs)  # the critic is not needed to act
+        if mask is not None:
+            head = masked_logits(head, mask)
         if deterministic:
-            return dist.mean if self.continuous else dist.probs.argmax(dim=-1)
-        return dist.sample()
+            return head if self.continuous else head.argmax(dim=-1)
+        return self.distribution(head).sample()
 
 
 def masked_logits(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -63,4 +77,4 @@ def log_prob(dist: Distribution, actions: torch.Tensor, continuous: bool) -> tor
 
 def build_actor_critic(cfg: ActorCriticConfig, *, obs_dim: int, act_dim: int, continuous: bool,
                        **_: object) -> ActorCritic:
-    return ActorCritic(obs_dim, act_dim, cfg.hidden, continuous)
+    return ActorCritic(obs_dim, act_dim, cfg.hidden, continuous, cfg.normalize_obs)

@@ -15,9 +15,9 @@ from trainwell.rl.placement import (STUCK_REWARD, MacroPlacementEnv, Netlist, gr
 
 
 def make_env(env_id: str) -> MacroPlacementEnv:
-    import gymnasium as gym
+    from trainwell.rl.envs import make_env as make_gym_env
 
-    env = gym.make(env_id).unwrapped
+    env = make_gym_env(env_id).unwrapped
     assert isinstance(env, MacroPlacementEnv), env_id
     return env
 

@@ -1,4 +1,4 @@
-"""PNG curves in ``run_dir/plots/``: loss, learning rate, throughput, gradient norm.
+"""PNG curves in ``run_dir/plots/``: loss, learning rate, throughput, gradient norm, RL return.
 
 matplotlib is imported inside ``draw_plots`` only (the CLI must start without it), and we
 draw with the object-oriented API on an explicit Agg canvas instead of ``pyplot``: that
@@ -22,6 +22,8 @@ _PLOTS: list[tuple[str, str, str, tuple[str, ...]]] = [
     ("lr", "Learning rate", "learning rate", ("train/lr",)),
     ("throughput", "Throughput", "", ("train/tokens_per_s", "train/samples_per_s")),
     ("grad_norm", "Gradient norm (before clipping)", "grad norm", ("train/grad_norm",)),
+    ("return", "Episodic return (training episodes; deterministic evaluation)", "return",
+     ("rl/episode_return", "val/return")),
 ]
 _SMOOTH_MIN_POINTS = 50  # below this, raw points are readable on their own
 
@@ -82,7 +84,7 @@ def _draw(path: Path, title: str, ylabel: str, curves: dict[str, tuple[list, lis
         plain = FuncFormatter(lambda v, _pos: f"{v:g}")
         ax.yaxis.set_major_formatter(plain)
         ax.yaxis.set_minor_formatter(plain)
-    elif not log_ok:
+    elif not log_ok and min((y for _, ys in curves.values() for y in ys), default=0) >= 0:
         # lr and throughput are read against zero: autoscaling would blow a 2% jitter in
         # tokens/s up to full height and make a steady run look erratic.
         ax.set_ylim(bottom=0)
