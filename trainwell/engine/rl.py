@@ -77,9 +77,10 @@ def ppo_job(cfg: Config, device: torch.device) -> Job:
         return ppo_loss(m, batch, clip=o.clip, vf_coef=o.vf_coef, ent_coef=o.ent_coef,
                         clip_value=o.clip_value, norm_adv=o.norm_adv)
 
-    hooks = placement_hooks(d, finish_rl(d, source))
+    base_finish = finish_rl(d, source)
+    hooks = placement_hooks(d, base_finish)
     evaluate, finish = hooks if hooks else (lambda m: evaluate_policy(m, d.env_id, d.eval_episodes, d.eval_seed),
-                                            finish_rl(d, source))
+                                            base_finish)
     return Job(model=model, source=source, objective=objective, eval_batches=[], units="samples",
                batches_per_epoch=source.updates_per_rollout(),
                total_steps=rollouts * source.updates_per_rollout(),

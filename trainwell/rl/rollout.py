@@ -3,7 +3,8 @@ for several epochs. To the loop it is just another stateful iterator of batches.
 
 Exact resume: the state holds the rollout buffer, the position within its epochs, the episode
 bookkeeping, the reward-scaling statistics, the current legal-action mask (environments that
-report ``info["action_mask"]``) and every sub-environment's state (see :mod:`trainwell.rl.envs`). Observation statistics live in the model (its ``obs_norm`` buffers).
+report ``info["action_mask"]``) and every sub-environment's state (see :mod:`trainwell.rl.envs`).
+Observation statistics live in the model (its ``obs_norm`` buffers).
 """
 
 from __future__ import annotations
