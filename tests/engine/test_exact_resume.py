@@ -35,8 +35,12 @@ CASES = {
     "dqn": ("cartpole_dqn", {"data.total_env_steps": 2200, "data.learning_starts": 200, "data.collect_steps": 64,
                              "data.updates_per_collect": 13, "data.eval_episodes": 2, "eval.stop_metric": "''",
                              "model.hidden": "[32,32]", "data.video": "false"}),
+    # masked actions + env state via get_state/set_state: 6 rollouts of 4 x 32 env steps x 64 updates
+    "placement": ("placement_ppo", {"data.total_env_steps": 768, "data.num_envs": 4, "data.minibatch_size": 32,
+                                    "data.update_epochs": 16, "data.eval_episodes": 3, "model.hidden": "[32]",
+                                    "data.video": "false"}),
 }
-TOTALS = {"ppo": 400, "dqn": 403}
+TOTALS = {"ppo": 400, "dqn": 403, "placement": 384}
 
 
 def start(args: list[str]) -> subprocess.Popen:

@@ -33,6 +33,26 @@ def finish_rl(d: Any, source: Any):
     return finish
 
 
+def placement_hooks(d: Any, finish_base: Any) -> tuple[Any, Any] | None:
+    """For a macro-placement env (any registered size): evaluation on held-out netlists against
+    random and greedy placement, and at the end also placement.png / placement.json. None otherwise."""
+    from trainwell.rl import placement_report
+    from trainwell.rl.envs import make_env
+    from trainwell.rl.placement import MacroPlacementEnv
+
+    env = make_env(d.env_id)
+    env.close()
+    if not isinstance(env.unwrapped, MacroPlacementEnv):
+        return None
+    cache: dict = {}  # baseline HPWL per held-out netlist: the same at every evaluation
+
+    def finish(model: torch.nn.Module, run_dir: Any) -> dict[str, Any]:
+        return {**finish_base(model, run_dir),
+                **placement_report.finish(model, run_dir, d.env_id, d.eval_episodes, d.eval_seed, cache)}
+
+    return lambda m: placement_report.compare(m, d.env_id, d.eval_episodes, d.eval_seed, cache), finish
+
+
 def ppo_job(cfg: Config, device: torch.device) -> Job:
     import gymnasium as gym
 
@@ -57,11 +77,14 @@ def ppo_job(cfg: Config, device: torch.device) -> Job:
         return ppo_loss(m, batch, clip=o.clip, vf_coef=o.vf_coef, ent_coef=o.ent_coef,
                         clip_value=o.clip_value, norm_adv=o.norm_adv)
 
+    base_finish = finish_rl(d, source)
+    hooks = placement_hooks(d, base_finish)
+    evaluate, finish = hooks if hooks else (lambda m: evaluate_policy(m, d.env_id, d.eval_episodes, d.eval_seed),
+                                            base_finish)
     return Job(model=model, source=source, objective=objective, eval_batches=[], units="samples",
                batches_per_epoch=source.updates_per_rollout(),
                total_steps=rollouts * source.updates_per_rollout(),
-               evaluate=lambda m: evaluate_policy(m, d.env_id, d.eval_episodes, d.eval_seed),
-               train_metrics=source.episode_stats, finish=finish_rl(d, source),
+               evaluate=evaluate, train_metrics=source.episode_stats, finish=finish,
                best_metric="val/return", best_mode="max",
                facts={"parameters": sum(p.numel() for p in model.parameters()), "env_id": d.env_id,
                       "continuous_actions": continuous, "rollouts": rollouts})

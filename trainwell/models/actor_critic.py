@@ -36,11 +36,15 @@ class ActorCritic(nn.Module):
         self.critic = mlp([obs_dim, *hidden], 1, 1.0)
         self.log_std = nn.Parameter(torch.zeros(act_dim)) if continuous else None
 
-    def forward(self, obs: torch.Tensor) -> tuple[Distribution, torch.Tensor]:
-        """(B, obs_dim) -> (action distribution, value (B,))."""
+    def forward(self, obs: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[Distribution, torch.Tensor]:
+        """(B, obs_dim) -> (action distribution, value (B,)). ``mask`` (B, act_dim) bool marks the
+        legal discrete actions (environments that report ``info["action_mask"]``)."""
         if self.obs_norm is not None:
             obs = self.obs_norm(obs)
-        return self.distribution(self.actor(obs)), self.critic(obs).squeeze(-1)
+        head = self.actor(obs)
+        if mask is not None:
+            head = masked_logits(head, mask)
+        return self.distribution(head), self.critic(obs).squeeze(-1)
 
     def distribution(self, head: torch.Tensor) -> Distribution:
         # argument validation costs more than these tiny networks' forward pass; the inputs are ours
@@ -48,13 +52,22 @@ class ActorCritic(nn.Module):
             return Normal(head, self.log_std.exp(), validate_args=False)
         return Categorical(logits=head, validate_args=False)
 
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+    def act(self, obs: torch.Tensor, deterministic: bool = False, mask: torch.Tensor | None = None) -> torch.Tensor:
         if self.obs_norm is not None:
             obs = self.obs_norm(obs)
         head = self.actor(obs)  # the critic is not needed to act
+        if mask is not None:
+            head = masked_logits(head, mask)
         if deterministic:
             return head if self.continuous else head.argmax(dim=-1)
         return self.distribution(head).sample()
+
+
+def masked_logits(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Illegal actions get the most negative finite logit (probability 0, and no NaN in the
+    entropy as -inf would give); a row with no legal action (a terminal state) stays unmasked."""
+    keep = mask.bool() | ~mask.bool().any(-1, keepdim=True)
+    return logits.masked_fill(~keep, torch.finfo(logits.dtype).min)
 
 
 def log_prob(dist: Distribution, actions: torch.Tensor, continuous: bool) -> torch.Tensor:

@@ -11,7 +11,7 @@ from trainwell.objectives.base import LossOutput
 
 def ppo_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], *, clip: float, vf_coef: float,
              ent_coef: float, clip_value: bool, norm_adv: bool) -> LossOutput:
-    dist, value = model(batch["obs"])
+    dist, value = model(batch["obs"], batch.get("mask"))  # mask: action-masked envs only
     logp = log_prob(dist, batch["actions"], model.continuous)
     log_ratio = logp - batch["logp"]
     ratio = log_ratio.exp()

@@ -92,11 +92,19 @@ def restore_env_states(envs, saved: list[dict[str, Any]], reseed: int) -> None:
         raw.np_random.bit_generator.state = s["rng"]
 
 
-def greedy_action(model: torch.nn.Module, obs: torch.Tensor) -> torch.Tensor:
-    """The deterministic action: the policy's mode (actor-critic) or argmax Q (a Q-network)."""
+def action_mask(info: dict[str, Any]) -> torch.Tensor | None:
+    """The legal-action mask an environment reports in ``info["action_mask"]``, as a bool tensor."""
+    mask = info.get("action_mask")
+    return None if mask is None else torch.as_tensor(np.asarray(mask, dtype=bool))
+
+
+def greedy_action(model: torch.nn.Module, obs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The deterministic action: the policy's mode (actor-critic) or argmax Q (a Q-network), over
+    the legal actions where ``mask`` (B, A) bool is given."""
     if hasattr(model, "act"):
-        return model.act(obs, deterministic=True)
-    return model(obs).argmax(dim=-1)
+        return model.act(obs, deterministic=True, mask=mask)
+    q = model(obs)
+    return (q if mask is None else q.masked_fill(~mask, float("-inf"))).argmax(dim=-1)
 
 
 class Episodes:

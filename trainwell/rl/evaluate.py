@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainwell.rl.envs import greedy_action, make_env
+from trainwell.rl.envs import action_mask, greedy_action, make_env
 
 
 @torch.no_grad()
@@ -21,16 +21,19 @@ def evaluate_policy(model: torch.nn.Module, env_id: str, episodes: int, seed: in
     model.eval()
     device = next(model.parameters()).device
     envs = [make_env(env_id, **(env_kwargs or {})) for _ in range(episodes)]
-    obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]
+    first = [env.reset(seed=seed + i) for i, env in enumerate(envs)]
+    obs, masks = [o for o, _ in first], [action_mask(info) for _, info in first]
     returns, lengths = np.zeros(episodes), np.zeros(episodes, dtype=np.int64)
     live = list(range(episodes))
     try:
         while live:
             batch = torch.as_tensor(np.stack([obs[i] for i in live]), dtype=torch.float32, device=device)
-            actions = greedy_action(model, batch).cpu().numpy()
+            mask = None if masks[0] is None else torch.stack([masks[i] for i in live]).to(device)
+            actions = greedy_action(model, batch, mask).cpu().numpy()
             still = []
             for i, action in zip(live, actions):
-                obs[i], reward, term, trunc, _ = envs[i].step(action)
+                obs[i], reward, term, trunc, info = envs[i].step(action)
+                masks[i] = action_mask(info)
                 returns[i] += float(reward)
                 lengths[i] += 1
                 if not (term or trunc):
@@ -59,7 +62,9 @@ def run_episode(model: torch.nn.Module, env_id: str, seed: int, env_kwargs: dict
         while not done:
             if frames is not None and len(frames) < max_frames:
                 frames.append(env.render())
-            action = greedy_action(model, torch.as_tensor(obs, dtype=torch.float32, device=device)[None])
+            mask = action_mask(info)
+            action = greedy_action(model, torch.as_tensor(obs, dtype=torch.float32, device=device)[None],
+                                   None if mask is None else mask[None].to(device))
             obs, reward, term, trunc, info = env.step(action[0].cpu().numpy())
             total, steps, done = total + float(reward), steps + 1, term or trunc
     finally:

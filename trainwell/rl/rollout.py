@@ -2,8 +2,9 @@
 for several epochs. To the loop it is just another stateful iterator of batches.
 
 Exact resume: the state holds the rollout buffer, the position within its epochs, the episode
-bookkeeping, the reward-scaling statistics and every sub-environment's state (see
-:mod:`trainwell.rl.envs`). Observation statistics live in the model (its ``obs_norm`` buffers).
+bookkeeping, the reward-scaling statistics, the current legal-action mask (environments that
+report ``info["action_mask"]``) and every sub-environment's state (see :mod:`trainwell.rl.envs`).
+Observation statistics live in the model (its ``obs_norm`` buffers).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 
 from trainwell.models.actor_critic import log_prob
 from trainwell.models.normalize import RunningNorm
-from trainwell.rl.envs import Episodes, env_states, make_envs, restore_env_states
+from trainwell.rl.envs import Episodes, action_mask, env_states, make_envs, restore_env_states
 from trainwell.rl.gae import gae
 
 
@@ -29,8 +30,9 @@ class PPORollouts:
         self.n, self.T, self.gamma, self.lam = num_envs, rollout_steps, gamma, lam
         self.update_epochs, self.mb = update_epochs, minibatch_size
         self.per_epoch = max(1, (num_envs * rollout_steps) // minibatch_size)
-        obs, _ = self.envs.reset(seed=seed)
+        obs, info = self.envs.reset(seed=seed)
         self.obs = torch.as_tensor(obs, dtype=torch.float32)
+        self.mask = action_mask(info)  # (N, A) bool for envs that mask actions, else None
         self.rollouts = 0  # rollouts collected so far
         self.cursor = self.update_epochs * self.per_epoch  # minibatches served from the buffer
         self.buffer: dict[str, torch.Tensor] = {}
@@ -74,7 +76,8 @@ class PPORollouts:
         store: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
         for _ in range(self.T):
             obs = self.obs.to(device)
-            dist, value = model(obs)
+            mask = None if self.mask is None else self.mask.to(device)
+            dist, value = model(obs, mask)
             action = dist.sample()
             nxt, reward, term, trunc, info = self.envs.step(action.cpu().numpy())
             ended = np.logical_or(term, trunc)
@@ -96,6 +99,9 @@ class PPORollouts:
                                    value.float().cpu(), r, final_value, torch.as_tensor(term, dtype=torch.float32),
                                    torch.as_tensor(ended, dtype=torch.float32))):
                 store[k].append(v)
+            if mask is not None:
+                store.setdefault("mask", []).append(mask.cpu())
+            self.mask = action_mask(info)
             self.episodes.step(reward, ended)
             self.obs = torch.as_tensor(nxt, dtype=torch.float32)
         s = {k: torch.stack(v) for k, v in store.items()}  # (T, N, ...)
@@ -108,6 +114,8 @@ class PPORollouts:
         flat = lambda t: t.reshape(self.T * self.n, *t.shape[2:])  # noqa: E731
         self.buffer = {"obs": flat(s["obs"]), "actions": flat(s["actions"]), "logp": flat(s["logp"]),
                        "values": flat(s["values"]), "adv": flat(adv), "returns": flat(ret)}
+        if "mask" in s:
+            self.buffer["mask"] = flat(s["mask"])
         self.rollouts += 1
         self.cursor = 0
         model.train(was)
@@ -119,7 +127,8 @@ class PPORollouts:
     def state_dict(self) -> dict[str, Any]:
         state = {"rollouts": self.rollouts, "cursor": self.cursor, "obs": self.obs.clone(),
                  "buffer": {k: v.clone() for k, v in self.buffer.items()},
-                 "episodes": self.episodes.state_dict(), "envs": env_states(self.envs), "disc_return": self.disc_return.clone()}
+                 "episodes": self.episodes.state_dict(), "envs": env_states(self.envs), "disc_return": self.disc_return.clone(),
+                 "mask": None if self.mask is None else self.mask.clone()}
         if self.reward_norm is not None:
             state["reward_norm"] = {k: v.clone() for k, v in self.reward_norm.state_dict().items()}
         return state
@@ -130,6 +139,7 @@ class PPORollouts:
         self.buffer = {k: v.clone() for k, v in state["buffer"].items()}
         self.episodes.load_state_dict(state["episodes"])
         self.disc_return = state["disc_return"].clone()
+        self.mask = None if state.get("mask") is None else state["mask"].clone()
         if self.reward_norm is not None:
             self.reward_norm.load_state_dict(state["reward_norm"])
         restore_env_states(self.envs, state["envs"], reseed=self.seed + 7919 * self.rollouts)
