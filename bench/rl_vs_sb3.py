@@ -20,7 +20,7 @@ sides (trainwell's also excludes checkpoint writes and logging; its wall time is
 SB3 is installed into its own virtual environment (--system-site-packages, so it uses this
 machine's torch); it is not a trainwell dependency.
 
-    python bench/rl_vs_sb3.py [--algo ppo|dqn] [--seeds 5] [--venv /tmp/sb3-venv]
+    python bench/rl_vs_sb3.py [--algo ppo|dqn] [--seeds 5] [--first-seed 0] [--venv /tmp/sb3-venv]
 """
 
 from __future__ import annotations
@@ -103,6 +103,7 @@ def ensure_sb3(venv: Path) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=5)  # solve steps vary 5k-35k by seed: 3 is too few
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first..first+seeds-1 (5: held out from tuning)")
     ap.add_argument("--venv", default=str(Path(tempfile.gettempdir()) / "trainwell-sb3-venv"))
     ap.add_argument("--algo", choices=("ppo", "dqn"), default="ppo",
                     help="ppo: recipe cartpole_ppo vs SB3 PPO (the issue's target); dqn: cartpole_dqn vs SB3 DQN")
@@ -113,7 +114,7 @@ def main() -> None:
     script.write_text(SB3_SCRIPT)
     tmp = Path(tempfile.mkdtemp(prefix="bench-rl-"))
     sb3, ours = [], []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         _, out = timed_process([str(py), str(script), args.algo, str(seed)])
         r = json.loads(out.stdout.strip().splitlines()[-1])
         sb3.append(r)
