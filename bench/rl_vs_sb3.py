@@ -131,7 +131,8 @@ def main() -> None:
               f"{s['train_seconds']:.1f} s training ({s['wall_seconds']:.1f} s run incl. evaluation)", flush=True)
 
     def med(rows, key):
-        vals = [r[key] if r[key] is not None else float("inf") for r in rows]
+        # a seed that never solved counts as infinitely slow, in env steps and in time
+        vals = [r[key] if r["env_steps"] is not None else float("inf") for r in rows]
         return statistics.median(vals)
 
     for name, rows in (("SB3", sb3), ("trainwell", ours)):
