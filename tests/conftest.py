@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tinyrun import tiny_sets  # noqa: E402  (tests/ is on sys.path: pytest puts the rootdir conftest's folder there)
+
 # Every test (and every subprocess a test starts) uses a private cache, never ~/.cache.
 os.environ.setdefault("TRAINWELL_CACHE", tempfile.mkdtemp(prefix="trainwell-cache-"))
 
@@ -24,20 +26,6 @@ def tiny_text(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "tiny.txt"
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def tiny_sets(text_path: Path, **extra: object) -> list[str]:
-    """--set overrides that shrink the default recipe to a ~1 s CPU run."""
-    values: dict[str, object] = {
-        "data.source": "file", "data.path": str(text_path), "data.context": 32, "data.val_fraction": 0.1,
-        "model.n_layer": 2, "model.n_head": 2, "model.n_embd": 32,
-        "train.steps": 20, "train.batch_size": 8, "train.precision": "fp32", "train.threads": 1,
-        "schedule.warmup_steps": 5, "eval.every": 10, "eval.batches": 2, "eval.samples": 1,
-        "eval.sample_tokens": 16, "checkpoint.every": 5, "log.every": 5, "log.progress": "lines",
-    }
-    values.update({k.replace("__", "."): v for k, v in extra.items()})
-    return [f"{k}={v!r}" if isinstance(v, str) else f"{k}={str(v).lower() if isinstance(v, bool) else v}"
-            for k, v in values.items()]
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_sets
+from tinyrun import tiny_sets
 from trainwell.checkpoint import load_entry
 
 STEPS = 12
