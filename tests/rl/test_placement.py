@@ -150,30 +150,17 @@ def test_masked_policy_samples_and_argmaxes_only_legal_actions():
 
 
 def test_rollout_stores_masks_and_restores_next_batches():
+    from sources import assert_source_resumes_exactly
+
     from trainwell.config import load_config
-    from trainwell.engine.job import build_job
 
     cfg = load_config("placement_ppo", ["data.num_envs=2", "data.rollout_steps=12", "data.minibatch_size=8",
                                         "model.hidden=[16]"])
-    torch.manual_seed(0)
-    job = build_job(cfg, torch.device("cpu"))
-    for _ in range(5):  # stop mid-rollout, mid-episode (3 minibatches per epoch)
-        batch = next(job.source)
+    # stop mid-rollout, mid-episode (3 minibatches per epoch); 60 more cross new rollouts and episodes
+    batch = assert_source_resumes_exactly(cfg, before=5, after=60)
     assert batch["mask"].dtype == torch.bool and batch["mask"].shape == (8, 100)
     # every stored action was legal under its stored mask
     assert batch["mask"][torch.arange(8), batch["actions"]].all()
-    state = job.source.state_dict()
-    rng = torch.get_rng_state()
-    expected = [next(job.source) for _ in range(60)]  # crosses several new rollouts and episodes
-    torch.manual_seed(0)
-    other = build_job(cfg, torch.device("cpu"))
-    other.model.load_state_dict(job.model.state_dict())
-    other.source.load_state_dict(state)
-    torch.set_rng_state(rng)
-    got = [next(other.source) for _ in range(60)]
-    for a, b in zip(expected, got):
-        for key in a:
-            assert torch.equal(a[key], b[key]), key
 
 
 def test_placement_recipe_tiny_run_writes_the_comparison_and_png(tmp_path, cli):

@@ -51,26 +51,13 @@ def test_ppo_cartpole_tiny(tmp_path):
 
 
 def test_rollout_state_restores_next_batches(tmp_path):
+    from sources import assert_source_resumes_exactly
+
     from trainwell.config import load_config
-    from trainwell.engine.job import build_job
 
     cfg = load_config("cartpole_ppo", ["data.num_envs=2", "data.rollout_steps=16", "data.minibatch_size=8"])
-    torch.manual_seed(0)
-    job = build_job(cfg, torch.device("cpu"))
-    for _ in range(7):  # stop mid-rollout (4 minibatches per epoch)
-        next(job.source)
-    state = job.source.state_dict()
-    rng = torch.get_rng_state()
-    expected = [next(job.source) for _ in range(200)]  # crosses several new rollouts
-    torch.manual_seed(0)
-    other = build_job(cfg, torch.device("cpu"))
-    other.model.load_state_dict(job.model.state_dict())
-    other.source.load_state_dict(state)
-    torch.set_rng_state(rng)
-    got = [next(other.source) for _ in range(200)]
-    for a, b in zip(expected, got):
-        for key in a:
-            assert torch.equal(a[key], b[key]), key
+    # stop mid-rollout (4 minibatches per epoch); 200 more batches cross several new rollouts
+    assert_source_resumes_exactly(cfg, before=7, after=200)
 
 
 def test_unknown_env_is_a_clear_error(tmp_path):
