@@ -12,13 +12,14 @@ from trainwell.engine.job import Job
 from trainwell.errors import ConfigError
 
 
-def env_spaces(env_id: str):
-    from trainwell.rl.envs import make_envs
+def probe_env(env_id: str) -> Any:
+    """One environment built and closed, for its spaces (the observation space is a flat Box:
+    make_env flattens others) and its type."""
+    from trainwell.rl.envs import make_env
 
-    probe = make_envs(env_id, 1)
-    obs_space, act_space = probe.single_observation_space, probe.single_action_space
-    probe.close()
-    return obs_space, act_space  # a flat Box: make_envs flattens other observation spaces
+    env = make_env(env_id)
+    env.close()
+    return env
 
 
 def finish_rl(d: Any, source: Any):
@@ -33,15 +34,12 @@ def finish_rl(d: Any, source: Any):
     return finish
 
 
-def placement_hooks(d: Any, finish_base: Any) -> tuple[Any, Any] | None:
+def placement_hooks(d: Any, env: Any, finish_base: Any) -> tuple[Any, Any] | None:
     """For a macro-placement env (any registered size): evaluation on held-out netlists against
     random and greedy placement, and at the end also placement.png / placement.json. None otherwise."""
     from trainwell.rl import placement_report
-    from trainwell.rl.envs import make_env
     from trainwell.rl.placement import MacroPlacementEnv
 
-    env = make_env(d.env_id)
-    env.close()
     if not isinstance(env.unwrapped, MacroPlacementEnv):
         return None
     cache: dict = {}  # baseline HPWL per held-out netlist: the same at every evaluation
@@ -64,7 +62,8 @@ def ppo_job(cfg: Config, device: torch.device) -> Job:
     d, o = cfg.data, cfg.objective
     if o.name != "ppo" or cfg.model.name != "actor_critic":
         raise ConfigError("data.name = 'gym' trains with objective.name = 'ppo' and model.name = 'actor_critic'.")
-    obs_space, act_space = env_spaces(d.env_id)
+    env = probe_env(d.env_id)
+    obs_space, act_space = env.observation_space, env.action_space
     continuous = isinstance(act_space, gym.spaces.Box)
     act_dim = act_space.shape[0] if continuous else int(act_space.n)
     model = build_model(cfg.model, obs_dim=obs_space.shape[0], act_dim=act_dim, continuous=continuous).to(device)
@@ -78,7 +77,7 @@ def ppo_job(cfg: Config, device: torch.device) -> Job:
                         clip_value=o.clip_value, norm_adv=o.norm_adv)
 
     base_finish = finish_rl(d, source)
-    hooks = placement_hooks(d, base_finish)
+    hooks = placement_hooks(d, env, base_finish)
     evaluate, finish = hooks if hooks else (lambda m: evaluate_policy(m, d.env_id, d.eval_episodes, d.eval_seed),
                                             base_finish)
     return Job(model=model, source=source, objective=objective, eval_batches=[], units="samples",
@@ -102,7 +101,8 @@ def dqn_job(cfg: Config, device: torch.device) -> Job:
     if o.name != "dqn" or cfg.model.name != "mlp":
         raise ConfigError("data.name = 'replay' trains with objective.name = 'dqn' and model.name = 'mlp' "
                           "(a Q-network: observation in, one value per action out).")
-    obs_space, act_space = env_spaces(d.env_id)
+    env = probe_env(d.env_id)
+    obs_space, act_space = env.observation_space, env.action_space
     if not isinstance(act_space, gym.spaces.Discrete):
         raise ConfigError(f"DQN needs discrete actions but {d.env_id} has {act_space}; use the PPO recipe "
                           f"(data.name = 'gym', objective.name = 'ppo') for continuous actions.")

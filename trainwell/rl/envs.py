@@ -39,7 +39,7 @@ def make_env(env_id: str, **kwargs: Any):
 def make_envs(env_id: str, n: int, **kwargs: Any):
     import gymnasium as gym
 
-    make_env(env_id, **kwargs).close()  # a clear error for an unknown id, before the vector env
+    # make_env raises the clear error for an unknown id: SyncVectorEnv builds the envs right here
     return gym.vector.SyncVectorEnv([lambda: make_env(env_id, **kwargs) for _ in range(n)],
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
