@@ -315,6 +315,12 @@ def _check_file(ckpt_dir: Path, name: str, expected: Mapping[str, Any]) -> None:
         )
 
 
+def read_manifest(ckpt_dir: Path) -> dict[str, Any]:
+    """The manifest (meta, config, file list) without hashing the files: for reading what a
+    checkpoint records before :func:`verify` or :func:`load` checks its contents."""
+    return _read_manifest(Path(ckpt_dir))
+
+
 def verify(ckpt_dir: Path) -> dict[str, Any]:
     """Check every file against the manifest (presence, size, sha256); returns the manifest."""
     ckpt_dir = Path(ckpt_dir)

@@ -36,7 +36,7 @@ def prepare_model(cfg: Config, model: torch.nn.Module, compute_dtype: torch.dtyp
 
 def pretraining_data(init_from: str) -> TextDataConfig | None:
     """The text data config recorded in checkpoint ``init_from``; None if it was not a text run."""
-    manifest = ckpt.verify(Path(init_from))
+    manifest = ckpt.read_manifest(Path(init_from))  # init_weights verifies the files when it loads them
     saved = manifest.get("meta", {}).get("config", {})
     if saved.get("data.name") != "text":
         return None
