@@ -142,7 +142,8 @@ def run(cfg: Config, run_dir: Path, world: World, *, resume: bool, branch_from: 
         meta = run_meta(seed=cfg.train.seed, extra={
             "recipe": recipe_name, "device": str(device), "config_hash": config_hash(cfg),
             "resumed_from": str(restored_from) if restored_from else None, "facts": job.facts,
-            "world_size": world.size, "strategy": world.strategy})
+            "world_size": world.size, "strategy": world.strategy,
+            "batches_per_epoch": job.batches_per_epoch})  # epochs on the plots' x axis (track/xunit.py)
         write_json(run_dir / ("meta.json" if not restored_from or not resume else f"meta-resume-{loop.step}.json"),
                    meta)
         sinks.append(MetricsJSONL(run_dir / "metrics.jsonl", resume_step=resume_step))
