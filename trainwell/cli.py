@@ -115,6 +115,21 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None
 
 
 @app.command()
+def compare(
+    run_dirs: list[Path] = typer.Argument(..., help="Two or more run directories (e.g. runs/lr-*)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the plots and compare.md (default: compare-<time> next to the runs)."),
+) -> None:
+    """Overlay runs: one plot per shared metric, and a table of final/best metrics and differing config keys."""
+
+    def go() -> None:
+        from trainwell.track.compare import compare as run_compare
+
+        run_compare(run_dirs, out)
+
+    guarded(go)
+
+
+@app.command()
 def generate(
     run_dir: Path = typer.Argument(..., help="A run directory."),
     prompt: str = typer.Option("def ", help="Text to continue."),

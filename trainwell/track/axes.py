@@ -108,15 +108,16 @@ def value_axis(ax: Any, values: Sequence[float], *, log_ok: bool, from_zero: boo
         ax.set_ylim(bottom=0)
 
 
-def unit_axis(ax: Any, unit: XUnit, first_step: float, last_step: float) -> None:
-    """The natural unit on the bottom x axis and, unless that is steps already, optimizer steps
-    on a secondary axis on top, each step tick placed at its position in the unit."""
+def unit_axis(ax: Any, unit: XUnit, first_step: float, last_step: float, *, steps_on_top: bool = True) -> None:
+    """The natural unit on the bottom x axis and, unless that is steps already (or
+    ``steps_on_top`` is off), optimizer steps on a secondary axis on top, each step tick placed at
+    its position in the unit."""
     from matplotlib.ticker import MaxNLocator
 
     ax.set_xlabel(unit.label)
     ax.xaxis.set_major_locator(MaxNLocator(nbins=7, steps=NICE_STEPS))
     ax.xaxis.set_major_formatter(_formatter())
-    if unit.is_step or last_step <= first_step:
+    if not steps_on_top or unit.is_step or last_step <= first_step:
         return
     lo, hi = (float(v) for v in unit.at([first_step, last_step]))
     if hi <= lo:

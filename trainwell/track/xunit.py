@@ -46,7 +46,7 @@ class XUnit:
         return np.interp(np.asarray(steps, dtype=np.float64), self.steps, self.values)
 
 
-def _linear(label: str, per_step: float, last_step: int) -> XUnit:
+def linear(label: str, per_step: float, last_step: int) -> XUnit:
     end = max(last_step, 1)
     return XUnit(label, np.array([0.0, end]), np.array([0.0, end * per_step]))
 
@@ -81,11 +81,11 @@ def x_unit(run_dir: Path, records: list[dict]) -> XUnit:
         return XUnit("env steps", np.array([s for s, _ in env], dtype=np.float64),
                      np.maximum.accumulate(np.array([v for _, v in env], dtype=np.float64)))
     if data.get("name") == "text" and batch and data.get("context"):
-        return _linear("tokens", float(batch * int(data["context"])), last)
+        return linear("tokens", float(batch * int(data["context"])), last)
     if data.get("name") in ARRAY_DATA and batch:
         per_epoch = read_json(run_dir / "meta.json").get("batches_per_epoch")
         accum = int(train.get("grad_accum", 1))
         if isinstance(per_epoch, int) and per_epoch > 0 and last * accum >= per_epoch:
-            return _linear("epoch", accum / per_epoch, last)
-        return _linear("samples", float(batch), last)
-    return _linear(STEP, 1.0, last)
+            return linear("epoch", accum / per_epoch, last)
+        return linear("samples", float(batch), last)
+    return linear(STEP, 1.0, last)
