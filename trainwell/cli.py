@@ -98,8 +98,12 @@ def check(
 
 
 @app.command()
-def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None:
-    """Print a run's summary and (re)draw its plots."""
+def report(
+    run_dir: Path = typer.Argument(..., help="A run directory."),
+    html: bool = typer.Option(False, "--html", help="Also write one self-contained HTML page (plots and GIF embedded; opens offline)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="With --html: the file to write (default: RUN_DIR/report.html)."),
+) -> None:
+    """Print a run's summary and (re)draw its plots; --html writes a page to open or share."""
 
     def go() -> None:
         if not (run_dir / "metrics.jsonl").is_file():
@@ -110,6 +114,10 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None
         render_summary(summarize(run_dir))
         for path in draw_plots(run_dir):
             typer.echo(f"plot: {path}")
+        if html:
+            from trainwell.track.html import write_html
+
+            typer.echo(f"report: {write_html(run_dir, out)}")
 
     guarded(go)
 

@@ -4,7 +4,7 @@
   ``batch_size * grad_accum`` windows of ``data.context`` tokens (the global batch), so
   tokens = step * that, exactly (``summary.json``'s ``tokens_seen`` agrees).
 - reinforcement learning: **env steps**, which the sources log as ``rl/env_steps`` with every
-  training record; steps in between (evaluation records) are interpolated.
+  training record (see :func:`env_steps_unit` for the steps in between).
 - in-memory datasets (supervised, SimCLR, flows): **epochs** = step * grad_accum /
   batches_per_epoch (``meta.json``), or samples (step * batch) when the run was shorter than
   one epoch or its meta.json predates that key.
@@ -51,6 +51,19 @@ def linear(label: str, per_step: float, last_step: int) -> XUnit:
     return XUnit(label, np.array([0.0, end]), np.array([0.0, end * per_step]))
 
 
+def env_steps_unit(logged: list[tuple[int, float]]) -> XUnit:
+    """From the (step, rl/env_steps) pairs the RL sources log. Collection and updates alternate
+    (a rollout, then its K updates), so several logged steps share one env-step count; the table
+    keeps the first step that reached each count, and the updates between two collections are
+    spread evenly between them instead of stacking into a vertical line."""
+    steps, values = [], []
+    for step, value in logged:
+        if not values or value > values[-1]:
+            steps.append(float(step))
+            values.append(value)
+    return XUnit("env steps", np.array(steps), np.array(values))
+
+
 def read_toml(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
@@ -77,9 +90,8 @@ def x_unit(run_dir: Path, records: list[dict]) -> XUnit:
 
     env = sorted({int(r["step"]): float(r["rl/env_steps"]) for r in records
                   if isinstance(r.get("step"), int) and isinstance(r.get("rl/env_steps"), (int, float))}.items())
-    if env:  # logged by the RL sources; the table is exact at every training record
-        return XUnit("env steps", np.array([s for s, _ in env], dtype=np.float64),
-                     np.maximum.accumulate(np.array([v for _, v in env], dtype=np.float64)))
+    if env:
+        return env_steps_unit(env)
     if data.get("name") == "text" and batch and data.get("context"):
         return linear("tokens", float(batch * int(data["context"])), last)
     if data.get("name") in ARRAY_DATA and batch:
