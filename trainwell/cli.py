@@ -138,6 +138,30 @@ def compare(
 
 
 @app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="A run directory of a GPT language model."),
+    out_dir: Path = typer.Argument(..., help="New folder to write (must not exist or be empty)."),
+    to: str = typer.Option("hf", "--to", help="Format: hf (a Hugging Face transformers GPT-2 folder)."),
+    checkpoint: Optional[str] = typer.Option(None, help="Checkpoint folder or name (default: newest valid)."),
+    merge: bool = typer.Option(False, help="LoRA runs: fold the adapters into the base (default: base + adapter/)."),
+) -> None:
+    """Export a trained GPT: `trainwell export RUN --to hf OUT` loads with AutoModelForCausalLM.from_pretrained(OUT)."""
+
+    def go() -> None:
+        if to != "hf":
+            raise TrainwellError(f"--to {to}: unknown export format; the one supported is 'hf' (Hugging Face transformers).")
+        from trainwell.export.hf import export_hf
+
+        out = export_hf(run_dir, out_dir, checkpoint=checkpoint, merge=merge)
+        typer.echo(f"exported {out['checkpoint']} to {out['out_dir']} (GPT-2, vocab {out['vocab_size']}, "
+                   f"{out['n_positions']} positions; largest logit difference {out['max_logit_diff']:.1e})")
+        if out["adapter_dir"] is not None:
+            typer.echo(f"LoRA adapter (PEFT): {out['adapter_dir']}")
+
+    guarded(go)
+
+
+@app.command()
 def generate(
     run_dir: Path = typer.Argument(..., help="A run directory."),
     prompt: str = typer.Option("def ", help="Text to continue."),
