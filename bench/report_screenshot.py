@@ -4,7 +4,7 @@
 
 Writes RUN_DIR/report.html (`trainwell report RUN_DIR --html`) and RUN_DIR/report.png next to it:
 a screenshot of the whole page (taken in a tall window, the empty bottom cropped). With --readme,
-also a smaller palette copy for the README. Needs Debian's `chromium` (apt-get install -y
+also a smaller copy of the page's top for the README. Needs Debian's `chromium` (apt-get install -y
 chromium); CI does not run this script. Chromium runs with a fresh profile and its background
 networking off: the page must render from the file alone.
 """
@@ -59,12 +59,14 @@ def crop_bottom(png: Path, margin: int = 24) -> tuple[int, int]:
     return rgb.size
 
 
-def small_copy(png: Path, dest: Path, width: int) -> int:
-    """A README-sized copy: scaled to ``width`` and quantized to 256 colours (a few hundred KB)."""
+def small_copy(png: Path, dest: Path, width: int, max_height: int) -> int:
+    """A README-sized copy: the top ``max_height`` px of the page, scaled to ``width`` and quantized
+    to 256 colours."""
     from PIL import Image
 
     with Image.open(png) as im:
-        scaled = im.convert("RGB").resize((width, round(im.height * width / im.width)), Image.LANCZOS)
+        top = im.convert("RGB").crop((0, 0, im.width, min(im.height, max_height)))
+        scaled = top.resize((width, round(top.height * width / top.width)), Image.LANCZOS)
     dest.parent.mkdir(parents=True, exist_ok=True)
     scaled.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(dest, optimize=True)
     return dest.stat().st_size
@@ -77,6 +79,7 @@ def main() -> None:
     ap.add_argument("--height", type=int, default=8000, help="window height; the empty bottom is cropped")
     ap.add_argument("--readme", type=Path, default=None, help="also write a small copy here (e.g. docs/report.png)")
     ap.add_argument("--readme-width", type=int, default=900)
+    ap.add_argument("--readme-height", type=int, default=1900, help="page pixels kept in the README copy (from the top)")
     args = ap.parse_args()
     out = subprocess.run(trainwell_cmd("report", str(args.run_dir), "--html"), capture_output=True, text=True,
                          cwd=ROOT)
@@ -88,7 +91,7 @@ def main() -> None:
     w, h = crop_bottom(png)
     print(f"{html} ({html.stat().st_size / 1e3:.0f} kB) -> {png} ({w} x {h} px)")
     if args.readme:
-        size = small_copy(png, args.readme, args.readme_width)
+        size = small_copy(png, args.readme, args.readme_width, args.readme_height)
         print(f"README copy: {args.readme} ({size / 1e3:.0f} kB)")
 
 

@@ -135,16 +135,22 @@ def knob_table(runs: list[Run], knobs: list[str]) -> tuple[list[str], list[list[
     return ["key", *[r.name for r in runs]], [[k, *(_value(r.config.get(k)) for r in runs)] for k in knobs]
 
 
-def common_unit(runs: list[Run]) -> tuple[list[XUnit], bool]:
-    """Each run's step -> unit table if all runs share a unit (else steps for all), and whether the
-    tables are the same (then one optimizer-step axis on top is true for every run)."""
-    last = max(max((int(x["step"]) for x in r.records if "step" in x), default=1) for r in runs)
+def _last_step(run: Run) -> int:
+    return max((int(x["step"]) for x in run.records if "step" in x), default=1)
+
+
+def common_unit(runs: list[Run]) -> tuple[list[XUnit], XUnit | None]:
+    """Each run's step -> unit table if all runs share a unit (else steps for all), and the table
+    for an optimizer-step axis on top when it holds for every run (None when the runs map steps to
+    the unit differently, e.g. a batch-size sweep)."""
+    longest = max(runs, key=_last_step)
     if len({r.unit.label for r in runs}) > 1:
-        return [linear(STEP, 1.0, last) for _ in runs], True
-    first = runs[0].unit
-    grid = np.linspace(0, last, 64)
-    same = all(np.allclose(r.unit.at(grid), first.at(grid)) for r in runs)
-    return [r.unit for r in runs], same
+        steps = linear(STEP, 1.0, _last_step(longest))
+        return [steps for _ in runs], steps
+    grid = np.linspace(0, min(_last_step(r) for r in runs), 64)  # where every run has steps
+    same = all(np.allclose(r.unit.at(grid), longest.unit.at(grid)) for r in runs)
+    # the longest run's table also covers the steps an early-stopped run never reached
+    return [r.unit for r in runs], longest.unit if same else None
 
 
 # ------------------------------------------------------------------ table
@@ -212,7 +218,7 @@ def render_table(header: list[str], rows: list[list[str]], stream: TextIO) -> No
 # ------------------------------------------------------------------ plots
 
 
-def plot_metric(runs: list[Run], metric: str, labels: list[str], units: list[XUnit], same_steps: bool,
+def plot_metric(runs: list[Run], metric: str, labels: list[str], units: list[XUnit], top: XUnit | None,
                 path: Path) -> Path:
     from trainwell.track.axes import unit_axis, value_axis
     from trainwell.track.plots import new_figure, plot_curve, save_figure
@@ -232,8 +238,7 @@ def plot_metric(runs: list[Run], metric: str, labels: list[str], units: list[XUn
     last_part = metric.rsplit("/", 1)[-1]
     log_ok = "loss" in last_part or last_part == "grad_norm"
     value_axis(ax, all_values, log_ok=log_ok, from_zero=last_part in ("lr",) or last_part.endswith("_per_s"))
-    # a different step -> unit table per run (e.g. a batch-size sweep): no common step axis on top
-    unit_axis(ax, units[0], first, last, steps_on_top=same_steps)
+    unit_axis(ax, top or units[0], first, last, steps_on_top=top is not None)
     ax.set_title(f"{metric} — {len(runs)} runs", pad=10)
     ax.set_ylabel(metric)
     ax.grid(True, which="major", alpha=0.4)
@@ -260,8 +265,8 @@ def compare(paths: list[Path], out: Path | None = None, *, stream: TextIO | None
     except OSError as e:
         raise TrainwellError(f"cannot create the output folder {out} ({e.strerror}); pass --out DIR.") from None
     labels = run_labels(runs, knobs)
-    units, same_steps = common_unit(runs)
-    pngs = [plot_metric(runs, m, labels, units, same_steps, out / f"{m.replace('/', '_')}.png") for m in shared]
+    units, top = common_unit(runs)
+    pngs = [plot_metric(runs, m, labels, units, top, out / f"{m.replace('/', '_')}.png") for m in shared]
     header, rows = build_table(runs, shared, knobs)
     render_table(header, rows, stream)
     if len(knobs) > _MAX_KNOB_COLUMNS:
@@ -278,7 +283,7 @@ def compare(paths: list[Path], out: Path | None = None, *, stream: TextIO | None
     else:
         lines += ["The runs' configs are identical (apart from `run.*`).", ""]
     x = units[0].label
-    lines += ["## Curves", "", f"Against {x}" + (" (optimizer steps on top)." if x != STEP and same_steps else "."), ""]
+    lines += ["## Curves", "", f"Against {x}" + (" (optimizer steps on top)." if x != STEP and top is not None else "."), ""]
     lines += [f"![{m}]({p.name})" for m, p in zip(shared, pngs)]
     (out / "compare.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     stream.write(f"\n{len(pngs)} plots and compare.md in {out}\n")

@@ -46,22 +46,23 @@ h2 { font-size: 18px; margin: 30px 0 12px; padding-bottom: 6px; border-bottom: 1
 .card .k { color: var(--muted); font-size: 12.5px; text-transform: uppercase; letter-spacing: .03em; }
 .card .v { font-size: 22px; font-weight: 600; font-variant-numeric: tabular-nums; }
 .plots { display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 16px; }
-figure { margin: 0; border: 1px solid var(--line); border-radius: 8px; padding: 8px; background: #fff; }
+figure { margin: 0; border: 1px solid var(--line); border-radius: 8px; padding: 8px; background: #fff;
+         display: flex; flex-direction: column; justify-content: center; }
 figure img { width: 100%; height: auto; display: block; }
 figcaption { color: var(--muted); font-size: 13px; text-align: center; padding-top: 4px; }
-.media { display: flex; gap: 16px; align-items: flex-start; flex-wrap: wrap; }
-.media figure img { width: auto; max-width: 100%; }
-.cols { display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 24px; }
-table { border-collapse: collapse; width: 100%; font-size: 14px; }
-td { border-bottom: 1px solid var(--line); padding: 5px 8px; vertical-align: top; overflow-wrap: anywhere; }
-td:first-child { color: var(--muted); white-space: nowrap; width: 1%; padding-left: 0; }
+figure img[src^="data:image/gif"] { width: auto; max-width: 100%; margin: 0 auto; }
+.pairs { columns: 3 300px; column-gap: 32px; font-size: 14px; }
+.pairs.wide { columns: 2 420px; }
+.kv { display: flex; gap: 12px; break-inside: avoid; border-bottom: 1px solid var(--line); padding: 4px 0; }
+.kv .k { color: var(--muted); flex: 0 0 42%; }
+.kv .v { flex: 1; overflow-wrap: anywhere; font-variant-numeric: tabular-nums; }
 pre { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 12px 14px;
       font: 13px/1.45 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; white-space: pre-wrap;
       overflow-wrap: anywhere; margin: 0 0 12px; }
 pre.config { columns: 3 300px; column-gap: 28px; }
 details summary { cursor: pointer; color: var(--accent); margin-bottom: 8px; }
 footer { color: var(--muted); font-size: 13px; margin-top: 36px; border-top: 1px solid var(--line); padding-top: 10px; }
-@media (max-width: 800px) { .plots, .cols { grid-template-columns: 1fr; } }
+@media (max-width: 800px) { .plots { grid-template-columns: 1fr; } }
 """
 
 
@@ -83,9 +84,11 @@ def plot_files(run_dir: Path) -> list[Path]:
     return plots + sorted(p for p in run_dir.glob("*.png") if p.name != "report.png")
 
 
-def _table(rows: list[tuple[str, str]]) -> str:
-    body = "".join(f"<tr><td>{escape(k)}</td><td>{escape(v)}</td></tr>" for k, v in rows)
-    return f"<table>{body}</table>"
+def _pairs(rows: list[tuple[str, str]], cls: str) -> str:
+    """Label/value pairs that flow into as many columns as the width allows."""
+    body = "".join(f'<div class="kv"><span class="k">{escape(k)}</span><span class="v">{escape(v)}</span></div>'
+                   for k, v in rows)
+    return f'<div class="{cls}">{body}</div>'
 
 
 def _text(value: Any) -> str:
@@ -144,15 +147,12 @@ def render_html(run_dir: Path) -> str:
         f'<div class="card"><div class="k">{escape(k)}</div><div class="v">{escape(v)}</div></div>'
         for k, v in headline(summary)) + "</div></section>")
 
-    pngs = plot_files(run_dir)
-    if pngs:
-        parts.append("<h2>Plots</h2><div class=\"plots\">" + "".join(
-            _figure(p, f"{p.stem} plot") for p in pngs) + "</div>")  # each PNG carries its own title
-    gifs = sorted(run_dir.glob("*.gif"))
-    if gifs:
-        parts.append("<h2>Episode</h2><div class=\"media\">" + "".join(
-            _figure(g, g.stem, f"{g.name}: one deterministic evaluation episode of the trained policy")
-            for g in gifs) + "</div>")
+    # each PNG carries its own title; the episode GIF (RL) sits in the same grid
+    figures = [_figure(p, f"{p.stem} plot") for p in plot_files(run_dir)]
+    figures += [_figure(g, g.stem, f"{g.name}: one deterministic evaluation episode of the trained policy")
+                for g in sorted(run_dir.glob("*.gif"))]
+    if figures:
+        parts.append("<h2>Plots</h2><div class=\"plots\">" + "".join(figures) + "</div>")
     samples = run_dir / "samples.txt"
     if samples.is_file():
         blocks = [b.strip("\n") for b in re.split(r"^--- sample \d+ ---\n", samples.read_text(encoding="utf-8"),
@@ -160,13 +160,12 @@ def render_html(run_dir: Path) -> str:
         parts.append("<h2>Samples</h2>" + "".join(f"<pre>{escape(b)}</pre>" for b in blocks))
 
     rows = [(k, v) for k, v in summary_rows(summary) if k not in _IN_PROVENANCE]
-    parts.append("<div class=\"cols\"><section><h2>Summary</h2>" + _table(rows) +
-                 "</section><section><h2>Provenance</h2>" + _table(provenance_rows(meta)))
+    parts.append("<h2>Summary</h2>" + _pairs(rows, "pairs"))
+    provenance = provenance_rows(meta)
     resumes = sorted(run_dir.glob("meta-resume-*.json"))
     if resumes:
-        parts.append("<p class=\"sub\">resumed " + ", ".join(escape(p.stem.removeprefix("meta-resume-"))
-                                                          for p in resumes).join(("at step ", "")) + "</p>")
-    parts.append("</section></div>")
+        provenance.append(("resumed at step", ", ".join(p.stem.removeprefix("meta-resume-") for p in resumes)))
+    parts.append("<h2>Provenance</h2>" + _pairs(provenance, "pairs wide"))
     if config_text:
         parts.append("<h2>Config</h2><details open><summary>config.toml (resolved, exactly as run)</summary>"
                      f"<pre class=\"config\">{escape(config_text)}</pre></details>")
