@@ -49,9 +49,10 @@ def chrome(fig: Any) -> list[tuple[str, Any]]:
     return texts
 
 
-def overlaps(fig: Any, slack_px: float = 0.5) -> list[str]:
+def overlaps(fig: Any, slack_px: float = 0.5, *, draw: bool = True) -> list[str]:
     """Pairs of texts (tick labels, axis labels, titles) whose drawn extents overlap."""
-    fig.canvas.draw()
+    if draw:
+        fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     boxes = [(what, t.get_window_extent(renderer)) for what, t in chrome(fig)]
     bad = []
@@ -63,9 +64,10 @@ def overlaps(fig: Any, slack_px: float = 0.5) -> list[str]:
     return bad
 
 
-def missing_labels(fig: Any) -> list[str]:
+def missing_labels(fig: Any, *, draw: bool = True) -> list[str]:
     """Axes that show tick labels without an axis label, and a figure without any title."""
-    fig.canvas.draw()
+    if draw:
+        fig.canvas.draw()
     problems = []
     for i, ax in enumerate(all_axes(fig)):
         if not ax.get_visible() or not ax.axison:
@@ -78,3 +80,9 @@ def missing_labels(fig: Any) -> list[str]:
     if not titled:
         problems.append("no title")
     return problems
+
+
+def problems(fig: Any) -> list[str]:
+    """overlaps + missing_labels, from one draw of the figure."""
+    fig.canvas.draw()
+    return overlaps(fig, draw=False) + missing_labels(fig, draw=False)

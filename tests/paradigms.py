@@ -22,7 +22,7 @@ def recipes(text_path: Path) -> dict[str, tuple[str, list[str]]]:
     return {
         "gpt": ("default", tiny_sets(text_path, **text)),
         "mlm": ("code_mlm", tiny_sets(text_path, eval__samples=0, **text)),
-        "cnn": ("digits_cnn", _QUIET + ["train.epochs=2", "log.every=2", "eval.every=20",
+        "cnn": ("digits_cnn", _QUIET + ["train.epochs=1", "log.every=1", "eval.every=10",
                                         "checkpoint.every=100"]),
         "mlp": ("diabetes_mlp", _QUIET + ["train.epochs=3", "log.every=1", "eval.every=10",
                                           "checkpoint.every=100"]),
@@ -38,7 +38,7 @@ def recipes(text_path: Path) -> dict[str, tuple[str, list[str]]]:
         "dqn": ("cartpole_dqn", _QUIET + _RL + ["data.total_env_steps=1500", "data.learning_starts=200",
                                                 "data.collect_steps=100", "data.updates_per_collect=20",
                                                 "eval.every=100", "checkpoint.every=300", "model.hidden=[32,32]",
-                                                "log.every=10"]),
+                                                "log.every=10", "data.video=false"]),  # the PPO run has the GIF
     }
 
 

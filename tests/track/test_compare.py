@@ -40,7 +40,7 @@ def test_compare_overlays_every_shared_metric_and_tabulates_the_knobs(sweep, tmp
     assert sorted(p.name for p in folder.glob("*.png")) == sorted(m.replace("/", "_") + ".png" for m in shared)
     assert set(figures) == {m.replace("/", "_") + ".png" for m in shared}
     for name, fig in figures.items():
-        assert figcheck.overlaps(fig) == [] and figcheck.missing_labels(fig) == [], name
+        assert figcheck.problems(fig) == [], name
         ax = fig.axes[0]
         assert ax.get_xlabel() == "tokens" and ax.child_axes[0].get_xlabel() == "optimizer step"
         legend = [t.get_text().removesuffix(" (smoothed)") for t in ax.get_legend().get_texts()]
