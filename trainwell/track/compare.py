@@ -157,8 +157,10 @@ def common_unit(runs: list[Run]) -> tuple[list[XUnit], XUnit | None]:
 
 
 def table_columns(runs: list[Run], shared: list[str]) -> list[str]:
-    """The metrics the table reports: every shared evaluation metric, then the train loss."""
-    headline = [m for m in shared if not m.startswith(("train/", "rl/"))]
+    """The metrics the table reports: every shared evaluation metric, then the train loss (and
+    the training episodes' return)."""
+    # a spread (val/return_std) is context for a value, not a result of its own
+    headline = [m for m in shared if not m.startswith(("train/", "rl/")) and not m.endswith("_std")]
     return headline + [m for m in ("train/loss", "rl/episode_return") if m in shared]
 
 
