@@ -60,9 +60,9 @@ def hf_logits(model, ids: torch.Tensor) -> torch.Tensor:
 
 
 def our_logits(run: Path, ids: torch.Tensor, merge: bool = False) -> torch.Tensor:
-    _, job, _, _ = load_for_inference(run, merge=merge)
+    _, job, _, device = load_for_inference(run, merge=merge)
     with torch.inference_mode():
-        return job.model(ids).float()
+        return job.model(ids.to(device)).float().cpu()
 
 
 def greedy(model, tok, prompt: str) -> str:
