@@ -129,7 +129,7 @@ def generate(
     """Sample text from a trained model (inference mode; reports latency per token)."""
 
     def go() -> None:
-        from trainwell.engine.inference import generate as run_generate
+        from trainwell.inference import generate as run_generate
 
         out = run_generate(run_dir, prompt, checkpoint=checkpoint, n=samples, max_new_tokens=max_new_tokens,
                            temperature=temperature, top_k=top_k, seed=seed, merge=merge)
@@ -149,7 +149,7 @@ def eval_(
     """Evaluate a checkpoint on the validation split."""
 
     def go() -> None:
-        from trainwell.engine.inference import eval_checkpoint
+        from trainwell.inference import eval_checkpoint
 
         for key, value in eval_checkpoint(run_dir, checkpoint, merge=merge).items():
             typer.echo(f"{key:<20} {value:.4f}" if isinstance(value, float) else f"{key:<20} {value}")
