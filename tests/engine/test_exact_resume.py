@@ -42,10 +42,26 @@ CASES = {
 }
 TOTALS = {"ppo": 400, "dqn": 403, "placement": 384}
 
+# the user's own model, data and loss (defined in tests/paradigms/test_byo.py): by import path from
+# a recipe, and as Python objects handed to trainwell.fit() by a script of the user's
+BYO = Path(__file__).parents[1] / "paradigms"
+CASES["byo"] = (str(BYO / "byo.toml"), {"train.steps": 300})
+SCRIPTS = {"fit": [str(BYO / "test_byo.py"), "fit"]}  # trainwell.fit(..., checkpoint.every=7, 300 steps)
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BYO), os.environ.get("PYTHONPATH", "")])}
+
 
 def start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "trainwell", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ})
+    return subprocess.Popen([sys.executable, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=ENV)
+
+
+def commands(case: str, tiny, run_dir: Path) -> tuple[list[str], list[str]]:
+    """(start a run in run_dir, resume it): the CLI for recipes, the user's own script for "fit"."""
+    if case in SCRIPTS:
+        return [*SCRIPTS[case], str(run_dir)], [*SCRIPTS[case], str(run_dir), "--resume"]
+    recipe, extra = CASES[case]
+    cli = ["-m", "trainwell", "train"]
+    return [*cli, "--run-dir", str(run_dir), recipe, *sets(tiny, extra)], [*cli, "--resume", str(run_dir)]
 
 
 def sets(tiny, extra) -> list[str]:
@@ -78,19 +94,17 @@ def assert_identical(a: dict, b: dict) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", [*CASES, *SCRIPTS])
 def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path, tiny, case):
-    recipe, extra = CASES[case]
     ref, killed = tmp_path / "ref", tmp_path / "killed"
-    args = [recipe, *sets(tiny, extra)]
-    done = subprocess.run([sys.executable, "-m", "trainwell", "train", "--run-dir", str(ref), *args],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, *commands(case, tiny, ref)[0]], capture_output=True, text=True,
+                          timeout=600, env=ENV)
     assert done.returncode == 0, done.stderr
 
     rng = random.Random(os.getpid() ^ int(time.time()))
     total = TOTALS.get(case, STEPS)
     kills = 0
-    cmd = ["train", "--run-dir", str(killed), *args]
+    cmd, resume = commands(case, tiny, killed)
     for attempt in range(3):
         proc = start(cmd)
         # wait until this attempt has written at least one new checkpoint, then kill at a random instant
@@ -109,11 +123,10 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path, tiny, c
         else:
             assert proc.returncode == 0, proc.stderr.read()
             break
-        cmd = ["train", "--resume", str(killed)]
+        cmd = resume
     assert kills >= 1, "the run finished before it could be killed; raise STEPS"
     if proc.returncode != 0:  # last attempt was killed: finish the run
-        done = subprocess.run([sys.executable, "-m", "trainwell", *cmd], capture_output=True, text=True,
-                              timeout=600)
+        done = subprocess.run([sys.executable, *cmd], capture_output=True, text=True, timeout=600, env=ENV)
         assert done.returncode == 0, done.stderr
 
     newest = lambda run: max(run.glob("checkpoints/step-*"), key=lambda p: int(p.name.split("-")[1])).name  # noqa: E731

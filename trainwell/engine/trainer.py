@@ -231,7 +231,8 @@ class Trainer:
             values["train/grad_norm"] = grad_norm
         if self.peak:
             values["train/mfu"] = job.flops_per_unit * rate / self.peak
-        values.update(self.strategy.mean({f"train/{k}": float(v) for k, v in metrics.items()}))
+        values.update(self.strategy.mean({f"train/{k}": float(v.detach() if isinstance(v, torch.Tensor) else v)
+                                          for k, v in metrics.items()}))
         if job.train_metrics is not None:
             values.update(job.train_metrics())
         for sink in self.sinks:
