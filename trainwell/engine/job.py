@@ -25,7 +25,7 @@ class Job:
     batches_per_epoch: int = 0
     facts: dict[str, Any] = field(default_factory=dict)  # shown in the summary
     eval_extras: Callable[[dict[str, float]], dict[str, float]] = lambda m: {}
-    sample: Callable[..., list[str]] | None = None  # (model, prompt, n, length, temperature, top_k, seed)
+    sample: Callable[..., list[str]] | None = None  # (model, prompt, n, length, temperature, top_k, seed, stop=())
     finish: Callable[[torch.nn.Module, Any], dict[str, Any]] | None = None  # (model, run_dir) -> summary extras
     evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None  # replaces eval_batches (RL episodes)
     train_metrics: Callable[[], dict[str, float]] | None = None  # extra values logged with train/loss

@@ -83,9 +83,9 @@ def text_job(cfg: Config, device: torch.device) -> Job:
         return corpus.encode(text).tolist()
 
     def sample(model: torch.nn.Module, prompt: str, n: int, length: int, temperature: float,
-               top_k: int, seed: int) -> list[str]:
+               top_k: int, seed: int, stop: tuple[str, ...] = ()) -> list[str]:
         return sample_text(model, encode(prompt), corpus.decode, n=n, length=length,
-                           temperature=temperature, top_k=top_k, seed=seed)
+                           temperature=temperature, top_k=top_k, seed=seed, stop=stop)
 
     return Job(model=model, source=source, objective=resolve(cfg.objective),
                eval_batches=evals, units="tokens", flops_per_unit=flops_per_token(model),
