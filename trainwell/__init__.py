@@ -1,17 +1,18 @@
 """trainwell: one training loop for every paradigm.
 
-``from trainwell import train, generate, evaluate, load_config`` — imported lazily, so that
+``from trainwell import train, trainer, fit, generate, evaluate, load_config`` — imported lazily, so that
 ``import trainwell`` (and ``trainwell --help``) stays fast and free of torch.
 """
 
 from typing import Any
 
-__version__ = "0.1.0"
-__all__ = ["train", "generate", "evaluate", "load_config"]
+from trainwell.version import __version__
+
+__all__ = ["train", "trainer", "fit", "generate", "evaluate", "load_config", "LossOutput"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("train", "generate", "evaluate"):
+    if name in ("train", "trainer", "fit", "generate", "evaluate"):
         from trainwell import api
 
         return getattr(api, name)
@@ -19,4 +20,8 @@ def __getattr__(name: str) -> Any:
         from trainwell.config import load_config
 
         return load_config
+    if name == "LossOutput":
+        from trainwell.objectives.base import LossOutput
+
+        return LossOutput
     raise AttributeError(f"module 'trainwell' has no attribute {name!r}")

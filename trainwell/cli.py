@@ -172,14 +172,15 @@ def generate(
     samples: int = typer.Option(1, min=1, help="How many samples."),
     seed: int = typer.Option(0, help="Sampling seed."),
     merge: bool = typer.Option(False, help="Fold LoRA adapters into the base weights first."),
+    stop: list[str] = typer.Option([], "--stop", help="End a sample at this text (cut before it); repeatable."),
 ) -> None:
-    """Sample text from a trained model (inference mode; reports latency per token)."""
+    """Sample text from a trained model (batched, KV cache; reports latency per token)."""
 
     def go() -> None:
-        from trainwell.engine.inference import generate as run_generate
+        from trainwell.inference import generate as run_generate
 
         out = run_generate(run_dir, prompt, checkpoint=checkpoint, n=samples, max_new_tokens=max_new_tokens,
-                           temperature=temperature, top_k=top_k, seed=seed, merge=merge)
+                           temperature=temperature, top_k=top_k, seed=seed, merge=merge, stop=tuple(stop))
         for i, text in enumerate(out["samples"]):
             typer.echo(f"--- sample {i + 1} ---\n{text}")
         typer.echo(f"[{out['checkpoint']}] {out['ms_per_token']} ms/token", err=True)
@@ -196,7 +197,7 @@ def eval_(
     """Evaluate a checkpoint on the validation split."""
 
     def go() -> None:
-        from trainwell.engine.inference import eval_checkpoint
+        from trainwell.inference import eval_checkpoint
 
         for key, value in eval_checkpoint(run_dir, checkpoint, merge=merge).items():
             typer.echo(f"{key:<20} {value:.4f}" if isinstance(value, float) else f"{key:<20} {value}")

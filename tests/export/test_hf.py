@@ -16,7 +16,7 @@ import trainwell  # noqa: E402
 from tinyrun import tiny_sets  # noqa: E402
 from trainwell.cli import app  # noqa: E402
 from trainwell.config import load_config, to_toml  # noqa: E402
-from trainwell.engine.inference import load_for_inference  # noqa: E402
+from trainwell.inference import load_for_inference  # noqa: E402
 from trainwell.export.hf import ExportError, export_hf  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")  # peft vs transformers 5

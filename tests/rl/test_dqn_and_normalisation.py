@@ -33,7 +33,7 @@ def test_dqn_cartpole_tiny_logs_and_writes_a_gif(tmp_path):
 
 def test_replay_source_state_restores_next_batches():
     from trainwell.config import load_config
-    from trainwell.engine.job import build_job
+    from trainwell.paradigms import build_job
 
     cfg = load_config("cartpole_dqn", ["data.learning_starts=50", "data.collect_steps=20",
                                        "data.updates_per_collect=3", "data.target_every=4", "model.hidden=[16]"])
@@ -65,7 +65,7 @@ def test_replay_source_state_restores_next_batches():
 
 def test_td_target_is_reward_plus_discounted_target_value():
     from trainwell.config import load_config
-    from trainwell.engine.job import build_job
+    from trainwell.paradigms import build_job
 
     cfg = load_config("cartpole_dqn", ["model.hidden=[8]", "data.double_q=false", "data.gamma=0.9"])
     src = build_job(cfg, torch.device("cpu")).source

@@ -18,7 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from trainwell.config.schema import NON_TRAJECTORY, VARIANTS, Config
+from trainwell.config.imports import is_import_path
+from trainwell.config.schema import NON_TRAJECTORY, VARIANTS, Config, opt
 from trainwell.errors import ConfigError
 
 
@@ -115,10 +116,33 @@ def section_class(section: str, raw: dict[str, Any], default_cls: type, where: s
     if variants is None:
         return default_cls
     name = raw.get("name", default_cls().name)
+    if isinstance(name, str) and is_import_path(name):  # the user's own builder: its keys pass through
+        return import_section(section, raw)
     if name not in variants:
         raise ConfigError(f"{origin(section + '.name', where, set_keys)}: {section}.name = {name!r} is not known{_suggest(str(name), list(variants))}; "
                           f"choose one of: {', '.join(variants)}.")
     return variants[name]
+
+
+_IMPORT_SECTIONS: dict[tuple[Any, ...], type] = {}
+
+
+def import_section(section: str, raw: dict[str, Any]) -> type:
+    """A dataclass for a section whose ``name`` is an import path: ``name`` plus every other key the
+    recipe gives, typed by its value (the same keys and types give the same class, so configs
+    compare equal and round-trip through config.toml)."""
+    keys = tuple(sorted((k, type(v).__name__) for k, v in raw.items() if k != "name"))
+    cls = _IMPORT_SECTIONS.get((section, keys))
+    if cls is None:
+        def typed(v: Any) -> Any:
+            return list[type(v[0])] if isinstance(v, list) and v else type(v)
+
+        spec = [("name", str, opt("", f"the user's {section} builder, 'module:function'"))]
+        spec += [(k, typed(raw[k]), opt(raw[k], "passed through to the user's builder"))
+                 for k, _ in keys]
+        cls = dataclasses.make_dataclass(f"Imported{section.title()}Config", spec)
+        _IMPORT_SECTIONS[(section, keys)] = cls
+    return cls
 
 
 def origin(key: str, where: str, set_keys: frozenset[str]) -> str:
@@ -202,25 +226,33 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def non_trajectory_keys(cfg: Config) -> frozenset[str]:
+    """Flat keys that do not change what is trained: the NON_TRAJECTORY sections and every field
+    declared with ``opt(..., trajectory=False)``."""
+    out = {k for k, _, meta in _walk(cfg) if not meta.get("trajectory", True)}
+    out |= {k for k in flatten(to_dict(cfg))
+            if any(k == p or (p.endswith(".") and k.startswith(p)) for p in NON_TRAJECTORY)}
+    return frozenset(out)
+
+
+def _walk(obj: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(flat key, value, field metadata) of every leaf of a config instance."""
+    rows: list[tuple[str, Any, Any]] = []
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if is_dataclass(value):
+            rows.extend(_walk(value, f"{prefix}{f.name}."))
+        else:
+            rows.append((f"{prefix}{f.name}", value, f.metadata))
+    return rows
+
+
 def trajectory_items(cfg: Config) -> dict[str, Any]:
     """The flat config keys that decide what is trained (what a resume must not change)."""
-    return {k: v for k, v in flatten(to_dict(cfg)).items()
-            if not any(k == p or (p.endswith(".") and k.startswith(p)) for p in NON_TRAJECTORY)}
+    free = non_trajectory_keys(cfg)
+    return {k: v for k, v in flatten(to_dict(cfg)).items() if k not in free}
 
 
 def config_hash(cfg: Config) -> str:
     blob = json.dumps(trajectory_items(cfg), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def describe(cls_or_cfg: Any = Config, prefix: str = "") -> list[tuple[str, Any, str]]:
-    """(key, default, help) rows for documentation and `trainwell check`."""
-    rows: list[tuple[str, Any, str]] = []
-    obj = cls_or_cfg() if isinstance(cls_or_cfg, type) else cls_or_cfg
-    for f in fields(obj):
-        value = getattr(obj, f.name)
-        if is_dataclass(value):
-            rows.extend(describe(value, f"{prefix}{f.name}."))
-        else:
-            rows.append((f"{prefix}{f.name}", value, f.metadata.get("help", "")))
-    return rows

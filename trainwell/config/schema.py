@@ -17,9 +17,13 @@ from typing import Any
 
 
 def opt(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-        choices: tuple[Any, ...] | None = None) -> Any:
-    """A config field with its help text and valid range (read by the loader)."""
-    meta = {"help": help, "min": min, "max": max, "choices": choices}
+        choices: tuple[Any, ...] | None = None, trajectory: bool = True) -> Any:
+    """A config field with its help text and valid range (read by the loader).
+
+    ``trajectory=False``: the key does not change what is trained (evaluation, logging, videos), so a
+    run may be resumed with it changed; every other key is in the config hash of each checkpoint.
+    """
+    meta = {"help": help, "min": min, "max": max, "choices": choices, "trajectory": trajectory}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -303,7 +307,7 @@ class DensityObjectiveConfig:
                                     "GaussianMixture baseline")
     test_noise_seed: int = opt(12345, "seed of the one dequantization-noise draw for validation and test",
                                min=0)
-    samples: int = opt(64, "model samples drawn into plots/samples.png", min=0)
+    samples: int = opt(64, "model samples drawn into plots/samples.png", min=0, trajectory=False)
 
 
 @dataclass
@@ -330,7 +334,8 @@ class SimCLRObjectiveConfig:
     clusters: int = opt(0, "k-means clusters (0 = the number of classes)", min=0)
     cluster_on: str = opt("projection", "what k-means clusters (L2-normalised): the projection z or the "
                           "encoder output h", choices=("projection", "encoder"))
-    eval_seed: int = opt(12345, "seed of the one augmentation draw for validation views", min=0)
+    eval_seed: int = opt(12345, "seed of the one augmentation draw for validation views", min=0,
+                         trajectory=False)
 
 
 @dataclass
@@ -346,12 +351,14 @@ class GymDataConfig:
     gae_lambda: float = opt(0.8, "GAE lambda", min=0.0, max=1.0)
     update_epochs: int = opt(20, "passes over each rollout", min=1)
     minibatch_size: int = opt(256, "samples per minibatch (one optimizer step each)", min=1)
-    eval_episodes: int = opt(10, "deterministic-policy episodes per evaluation", min=1)
-    eval_seed: int = opt(100_000, "first seed of the evaluation episodes (separate from training)", min=0)
+    eval_episodes: int = opt(10, "deterministic-policy episodes per evaluation", min=1,
+                              trajectory=False)
+    eval_seed: int = opt(100_000, "first seed of the evaluation episodes (separate from training)", min=0,
+                           trajectory=False)
     normalize_reward: bool = opt(False, "scale rewards by the running std of the discounted return "
                                  "(statistics saved in checkpoints)")
     video: bool = opt(True, "write episode.gif of one deterministic evaluation episode at the end "
-                      "(needs the env's rgb_array rendering; pygame for classic control)")
+                      "(needs the env's rgb_array rendering; pygame for classic control)", trajectory=False)
 
 
 @dataclass
@@ -375,9 +382,12 @@ class ReplayDataConfig:
     epsilon_end: float = opt(0.04, "exploration rate after the decay", min=0.0, max=1.0)
     epsilon_fraction: float = opt(0.16, "share of total_env_steps over which epsilon decays linearly",
                                   min=0.0, max=1.0)
-    eval_episodes: int = opt(10, "greedy-policy episodes per evaluation", min=1)
-    eval_seed: int = opt(100_000, "first seed of the evaluation episodes (separate from training)", min=0)
-    video: bool = opt(True, "write episode.gif of one greedy evaluation episode at the end")
+    eval_episodes: int = opt(10, "greedy-policy episodes per evaluation", min=1,
+                              trajectory=False)
+    eval_seed: int = opt(100_000, "first seed of the evaluation episodes (separate from training)", min=0,
+                           trajectory=False)
+    video: bool = opt(True, "write episode.gif of one greedy evaluation episode at the end",
+                      trajectory=False)
 
 
 @dataclass
@@ -405,19 +415,30 @@ class DQNObjectiveConfig:
                     choices=("huber", "mse"))
 
 
+@dataclass
+class PythonObjectConfig:
+    """A model, data or objective passed to ``trainwell.fit()`` as a Python object (a recipe cannot
+    rebuild it; ``type`` records what it was, and a resume with another type is refused)."""
+
+    name: str = opt("python", "an object given to trainwell.fit()", choices=("python",))
+    type: str = opt("", "the object's class or function, module.qualname")
+
+
 # Variant sections: the value of `name` picks the dataclass for the rest of the section.
-# New models, data sources and objectives register here.
+# New models, data sources and objectives register here; a name with a colon ("my_pkg.nets:build")
+# is the user's own, and its section takes any keys (config/load.py, import_section).
 VARIANTS: dict[str, dict[str, type]] = {
-    "data": {"text": TextDataConfig, "gym": GymDataConfig, "replay": ReplayDataConfig, "sklearn": ArrayDataConfig, "image_folder": ArrayDataConfig,
+    "data": {"python": PythonObjectConfig, "text": TextDataConfig, "gym": GymDataConfig, "replay": ReplayDataConfig, "sklearn": ArrayDataConfig, "image_folder": ArrayDataConfig,
              "table": ArrayDataConfig},
-    "model": {"actor_critic": ActorCriticConfig, "gpt": GPTConfig, "encoder": EncoderConfig, "mlp": MLPConfig, "cnn": CNNConfig,
+    "model": {"python": PythonObjectConfig, "actor_critic": ActorCriticConfig, "gpt": GPTConfig, "encoder": EncoderConfig, "mlp": MLPConfig, "cnn": CNNConfig,
               "realnvp": RealNVPConfig, "embed_cnn": EmbedCNNConfig, "hf": HFConfig},
-    "objective": {"ppo": PPOObjectiveConfig, "dqn": DQNObjectiveConfig, "lm": ObjectiveConfig, "classify": ObjectiveConfig, "regress": ObjectiveConfig,
+    "objective": {"python": PythonObjectConfig, "ppo": PPOObjectiveConfig, "dqn": DQNObjectiveConfig, "lm": ObjectiveConfig, "classify": ObjectiveConfig, "regress": ObjectiveConfig,
                   "mlm": MLMObjectiveConfig, "density": DensityObjectiveConfig,
                   "simclr": SimCLRObjectiveConfig},
 }
 
 # Sections and keys that do not change the training trajectory: a run may be resumed with
 # these changed. Everything else is part of the config hash stored in every checkpoint.
-NON_TRAJECTORY = ("description", "run.", "eval.", "checkpoint.", "log.", "data.cache_dir", "data.video",
+# (Single keys inside other sections say so themselves: opt(..., trajectory=False).)
+NON_TRAJECTORY = ("description", "run.", "eval.", "checkpoint.", "log.", "data.cache_dir",
                   "train.threads", "train.compile", "distributed.")

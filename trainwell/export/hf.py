@@ -190,7 +190,7 @@ def _model_card(run_dir: Path, checkpoint: Path, merged: bool, adapter: bool, di
 
 def export_hf(run_dir: Path, out_dir: Path, *, checkpoint: str | None = None, merge: bool = False) -> dict[str, Any]:
     """Write the run's GPT (at ``checkpoint``, default newest) to ``out_dir``; return what was written."""
-    from trainwell.engine.inference import load_for_inference, run_config
+    from trainwell.inference import load_for_inference, run_config
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     cfg = run_config(run_dir)

@@ -5,9 +5,9 @@
   tokens = step * that, exactly (``summary.json``'s ``tokens_seen`` agrees).
 - reinforcement learning: **env steps**, which the sources log as ``rl/env_steps`` with every
   training record (see :func:`env_steps_unit` for the steps in between).
-- in-memory datasets (supervised, SimCLR, flows): **epochs** = step * grad_accum /
-  batches_per_epoch (``meta.json``), or samples (step * batch) when the run was shorter than
-  one epoch or its meta.json predates that key.
+- in-memory datasets (supervised, SimCLR, flows) and the user's own data: **epochs** = step *
+  grad_accum / batches_per_epoch (``meta.json``); for in-memory datasets samples (step * batch)
+  when the run was shorter than one epoch or its meta.json predates that key.
 - anything else: optimizer steps.
 
 Optimizer steps stay available through :meth:`XUnit.at` (step -> unit) for a secondary axis.
@@ -94,10 +94,11 @@ def x_unit(run_dir: Path, records: list[dict]) -> XUnit:
         return env_steps_unit(env)
     if data.get("name") == "text" and batch and data.get("context"):
         return linear("tokens", float(batch * int(data["context"])), last)
+    # in-memory samples, or the user's own data when its source counts batches per epoch
+    per_epoch = read_json(run_dir / "meta.json").get("batches_per_epoch")
+    accum = int(train.get("grad_accum", 1))
+    if data.get("name") != "text" and isinstance(per_epoch, int) and per_epoch > 0 and last * accum >= per_epoch:
+        return linear("epoch", accum / per_epoch, last)
     if data.get("name") in ARRAY_DATA and batch:
-        per_epoch = read_json(run_dir / "meta.json").get("batches_per_epoch")
-        accum = int(train.get("grad_accum", 1))
-        if isinstance(per_epoch, int) and per_epoch > 0 and last * accum >= per_epoch:
-            return linear("epoch", accum / per_epoch, last)
         return linear("samples", float(batch), last)
     return linear(STEP, 1.0, last)

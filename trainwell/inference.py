@@ -1,4 +1,5 @@
-"""Use a finished (or running) run: evaluate or sample from one of its checkpoints."""
+"""Use a finished (or running) run: evaluate or sample from one of its checkpoints (`trainwell eval`,
+`trainwell generate`, and the same from Python)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import torch
 
 from trainwell import checkpoint as ckpt
 from trainwell.config import Config, load_config
-from trainwell.engine.job import Job, build_job, evaluate
-from trainwell.engine.loop import check_model_fits, newest_valid, pick_device
+from trainwell.engine.job import Job, evaluate
 from trainwell.engine.precision import Precision
-from trainwell.engine.transfer import prepare_model
+from trainwell.engine.prepare import prepare_model
+from trainwell.engine.restore import check_model_fits, newest_valid
+from trainwell.engine.trainer import pick_device
 from trainwell.errors import CheckpointError, TrainwellError
+from trainwell.paradigms import build_job
 
 
 def run_config(run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -47,7 +50,7 @@ def load_for_inference(run_dir: Path, checkpoint: str | None = None, *, merge: b
     path = pick_checkpoint(run_dir, checkpoint)
     adapted, _ = prepare_model(cfg, job.model, Precision(cfg.train.precision, device).dtype)
     check_model_fits(path, adapted)
-    adapted.load_state_dict(ckpt.load_entry(path, "model"))
+    adapted.load_state_dict(ckpt.load_entry(path, "model", verified=True))  # pick_checkpoint verified it
     if merge:
         if adapted.handle is None:
             raise TrainwellError(f"the run in {run_dir} has no adapters to merge (adapter.method = 'none').")
@@ -70,12 +73,12 @@ def eval_checkpoint(run_dir: Path, checkpoint: str | None = None, *, merge: bool
 
 def generate(run_dir: Path, prompt: str, *, checkpoint: str | None = None, n: int = 1,
              max_new_tokens: int = 200, temperature: float = 0.8, top_k: int = 0,
-             seed: int = 0, merge: bool = False) -> dict[str, Any]:
+             seed: int = 0, merge: bool = False, stop: tuple[str, ...] = ()) -> dict[str, Any]:
     cfg, job, path, device = load_for_inference(run_dir, checkpoint, merge=merge)
     if job.sample is None:
         raise TrainwellError(f"the run in {run_dir} trains a model that does not generate text.")
     t0 = time.perf_counter()
-    texts = job.sample(job.model, prompt, n, max_new_tokens, temperature, top_k, seed)
+    texts = job.sample(job.model, prompt, n, max_new_tokens, temperature, top_k, seed, stop=tuple(stop))
     seconds = time.perf_counter() - t0
     return {"checkpoint": str(path), "samples": texts,
             "ms_per_token": round(1000 * seconds / max(1, n * max_new_tokens), 3)}
