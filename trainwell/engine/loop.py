@@ -75,9 +75,12 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False, branch_from: Path
     """
     world = setup(cfg)
     try:
-        return run(cfg, run_dir, world, resume=resume, branch_from=branch_from, recipe_name=recipe_name)
-    finally:
-        teardown(world)
+        result = run(cfg, run_dir, world, resume=resume, branch_from=branch_from, recipe_name=recipe_name)
+    except BaseException as e:
+        teardown(world, e)  # e's traceback holds the model, which holds the process group
+        raise
+    teardown(world)
+    return result
 
 
 def run(cfg: Config, run_dir: Path, world: World, *, resume: bool, branch_from: Path | None,
