@@ -1,6 +1,6 @@
 """One rank of the teardown test (started by torchrun, 2 processes): join the group as `trainwell
 train` does, wrap a tiny GPT in DDP or FSDP2, take a step and the checkpoint's collectives, leave
-the group, and print the names of this process's native threads as JSON.
+the group, and write the names of this process's native threads to OUT_DIR/rank-R.json.
 
 trainwell's teardown must end gloo's worker threads here, while the interpreter is alive: one
 still running at interpreter exit may release a collective's tensors then and abort the rank
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 import torch
 
@@ -38,7 +39,7 @@ def train(cfg, world, fail: bool) -> None:
 
 
 def main() -> None:
-    strategy, fail = sys.argv[1], sys.argv[2] == "fail"
+    strategy, fail, out = sys.argv[1], sys.argv[2] == "fail", Path(sys.argv[3])
     cfg = load_config("default", [f"distributed.strategy='{strategy}'", "train.precision='fp32'",
                                   "model.n_layer=2", "model.n_head=2", "model.n_embd=16", "model.context=8"])
     world = setup(cfg)
@@ -48,7 +49,7 @@ def main() -> None:
         teardown(world, e)
     else:
         teardown(world)
-    print(json.dumps({"rank": world.rank, "threads": threads()}), flush=True)
+    (out / f"rank-{world.rank}.json").write_text(json.dumps(threads()))
 
 
 if __name__ == "__main__":
