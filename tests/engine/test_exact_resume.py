@@ -39,9 +39,11 @@ CASES = {
     "ppo": ("cartpole_ppo", {"data.total_env_steps": 4000, "data.eval_episodes": 2, "eval.stop_metric": "''",
                              "model.normalize_obs": "true", "data.normalize_reward": "true", "data.video": "false"}),
     # (2,200 - 200 warm-up) / 64 = 31 collections x 13 updates = 403 optimizer steps; the target network
-    # is copied every 10 updates, so kills land between copies
+    # is copied when the env steps pass a multiple of 100 (after some collections, not others), so
+    # kills land between copies
     "dqn": ("cartpole_dqn", {"data.total_env_steps": 2200, "data.learning_starts": 200, "data.collect_steps": 64,
-                             "data.updates_per_collect": 13, "data.eval_episodes": 2, "eval.stop_metric": "''",
+                             "data.updates_per_collect": 13, "data.target_every_env_steps": 100,
+                             "data.eval_episodes": 2, "eval.stop_metric": "''",
                              "model.hidden": "[32,32]", "data.video": "false"}),
     # masked actions + env state via get_state/set_state: 6 rollouts of 4 x 32 env steps x 64 updates
     "placement": ("placement_ppo", {"data.total_env_steps": 768, "data.num_envs": 4, "data.minibatch_size": 32,

@@ -374,8 +374,9 @@ class ReplayDataConfig:
     collect_steps: int = opt(256, "env steps collected between bursts of updates", min=1)
     updates_per_collect: int = opt(128, "optimizer steps (minibatches of train.batch_size) per burst", min=1)
     gamma: float = opt(0.99, "discount factor", min=0.0, max=1.0)
-    target_every: int = opt(10, "optimizer steps between copies of the online network into the target network",
-                            min=1)
+    target_every_env_steps: int = opt(10, "env steps between copies of the online network into the target "
+                                      "network (SB3's target_update_interval); the copy is made after a "
+                                      "collection, so at most once per burst of updates", min=1)
     double_q: bool = opt(True, "double DQN: the online network picks the next action, the target network "
                          "scores it (van Hasselt et al. 2016)")
     epsilon_start: float = opt(1.0, "exploration rate at the start", min=0.0, max=1.0)

@@ -119,5 +119,5 @@ class DataParallel:
         model.load_state_dict(ckpt.load_entry(path(), "model"))
         return model
 
-    def close(self) -> None:
-        teardown(self.world)
+    def close(self, error: BaseException | None = None) -> None:
+        teardown(self.world, error)

@@ -44,7 +44,7 @@ class Strategy(Protocol):
     def load(self, path: Path, app_state: dict[str, Any], manifest: dict[str, Any]) -> None: ...
     def final_model(self, job: Job, rebuild: Callable[[], torch.nn.Module], path: Callable[[], Path]
                     ) -> torch.nn.Module: ...
-    def close(self) -> None: ...
+    def close(self, error: BaseException | None = None) -> None: ...
 
 
 class OneProcess:
@@ -109,7 +109,7 @@ class OneProcess:
                     ) -> torch.nn.Module:
         return job.model
 
-    def close(self) -> None:
+    def close(self, error: BaseException | None = None) -> None:
         pass
 
 

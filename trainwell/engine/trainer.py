@@ -73,8 +73,8 @@ class Trainer:
             self._build()
             self.restored_from = self._restore(resume, branch_from)
             self._open_run_dir(recipe_name, resume)
-        except BaseException:
-            self.close()
+        except BaseException as e:
+            self.close(e)
             raise
 
     # ------------------------------------------------------------------ build and restore
@@ -329,8 +329,14 @@ class Trainer:
                                          wall_s=time.perf_counter() - self.t_start)
         return RunResult(run_dir=self.run_dir, summary=summary, samples=samples)
 
-    def close(self) -> None:
-        """Stop background writes, close the sinks and leave the process group (idempotent)."""
+    def close(self, error: BaseException | None = None) -> None:
+        """Stop background writes, close the sinks and leave the process group (idempotent).
+
+        ``error``: the exception the run is failing with (its traceback's frames hold the model).
+        With several processes the model, its wrapper and the optimizer are released first: they
+        hold the process group, which must be destroyed (its threads joined) before the
+        interpreter exits (see distributed/world.py, teardown); they are unusable without it anyway.
+        """
         try:
             if self.saver is not None:
                 self.saver.close()
@@ -345,13 +351,16 @@ class Trainer:
             for sink in self.sinks:
                 sink.close()
             self.sinks = []
-            self.strategy.close()
+            if self.strategy.size > 1:
+                for name in ("step_model", "optimizer", "app_state", "adapted", "job"):
+                    self.__dict__.pop(name, None)
+            self.strategy.close(error)
 
     def __enter__(self) -> "Trainer":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self.close(exc)
 
     @property
     def model(self) -> torch.nn.Module:
