@@ -302,6 +302,8 @@ class FederatedConfig:
                          "a table file or a text file each")
     packages: list[str] = opt([], "packages: the stdlib top-level packages, one silo each (e.g. ['email', "
                               "'json']); the recipe's data.packages should list the same")
+    silo_eval: bool = opt(True, "also score the global model on each silo's own held-out split after every "
+                          "round, where silos read their own data (folders, deployment)", trajectory=False)
     round_timeout_s: float = opt(600.0, "a silo that has not answered after this long is left out of the "
                                  "round (the summary names it)", min=1.0, trajectory=False)
     dp_epsilon: float = opt(0.0, "differential privacy: the (epsilon, dp_delta) budget of the whole run; "

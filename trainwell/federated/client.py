@@ -63,7 +63,7 @@ def train_round(msg: Message, context: Context) -> Message:
         trainer = local.trainer
         resume_rng(local)
         load_into(trainer.adapted, msg.content["arrays"])
-        sent = traveling(trainer.adapted)
+        sent = {k: v.clone() for k, v in traveling(trainer.adapted).items()}  # state_dict shares the live memory
         trainer.job.objective = proximal(trainer, float(config.get("proximal-mu", 0.0)), sent)
         last = trainer.fit(local.steps)
         trainer.job.objective = trainer.job.objective.base  # type: ignore[attr-defined]

@@ -26,7 +26,7 @@ def to_record(state: dict[str, torch.Tensor]) -> Any:
     """state -> ArrayRecord (numpy copies on the CPU, float32 or whatever the tensors hold)."""
     from flwr.app import Array, ArrayRecord
 
-    return ArrayRecord({k: Array(np.ascontiguousarray(v.detach().cpu().numpy())) for k, v in state.items()})
+    return ArrayRecord({k: Array(np.array(v.detach().cpu().numpy(), copy=True)) for k, v in state.items()})
 
 
 def from_record(record: Any) -> dict[str, torch.Tensor]:

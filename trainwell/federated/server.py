@@ -123,7 +123,7 @@ def prepare(cfg: Config, run_dir: Path, *, simulation: bool) -> Plan:
     partition.check(cfg)
     cfg = with_classes(cfg)
     f = cfg.federated
-    evaluate_on_clients = f.partition == "folders" or not simulation
+    evaluate_on_clients = f.silo_eval and (f.partition == "folders" or not simulation)
     strategy = strategies.build(cfg, evaluate_on_clients=evaluate_on_clients)
     device = pick_device(cfg.train.device)
     seed_everything(cfg.train.seed)
@@ -193,6 +193,7 @@ class Rounds(Strategy):
         self.plan, self.inner = plan, plan.strategy
         self.offset = plan.history.round
         self.sent: dict[int, list[int]] = {}
+        self.dtypes = {k: v.numpy().dtype for k, v in to_record(traveling(plan.adapted)).items()}
         self.names: dict[int, str] = {}  # node id -> silo name, learnt from replies
 
     def _round(self, r: int) -> int:
@@ -240,6 +241,8 @@ class Rounds(Strategy):
         ordered += [m for m in replies if m.has_error()]  # the DP wrapper must see failures (it then skips)
         np.random.seed(seeded(f"{self.plan.identity['noise_key']}-{R}"))  # Flower's DP noise uses np.random
         arrays, metrics = self.inner.aggregate_train(R, ordered)
+        if arrays is not None:
+            arrays = same_dtypes(arrays, self.dtypes)
         h["aggregated"] = arrays is not None
         if metrics is not None:
             h["train_loss"] = float(metrics.get("train/loss", float("nan")))
@@ -267,6 +270,17 @@ class Rounds(Strategy):
 
     def name(self, node: int) -> str:
         return self.names.get(node, f"node {node}")
+
+
+def same_dtypes(arrays: ArrayRecord, dtypes: dict[str, Any]) -> ArrayRecord:
+    """The model's own dtypes again: Flower's FedOpt family returns float64 (a float64 step size times
+    float32 moments), which would double the bytes sent and make the global model differ from the one
+    checkpointed (float32), so a resumed run would not repeat the same rounds."""
+    from flwr.app import Array
+
+    if all(a.numpy().dtype == dtypes[k] for k, a in arrays.items()):
+        return arrays
+    return ArrayRecord({k: Array(np.asarray(a.numpy(), dtype=dtypes[k])) for k, a in arrays.items()})
 
 
 def serve(grid: Grid, plan: Plan) -> None:

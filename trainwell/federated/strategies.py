@@ -64,10 +64,17 @@ def build(cfg: Config, *, evaluate_on_clients: bool) -> Any:
     sampling = dict(fraction_train=n / f.silos, min_train_nodes=n, min_available_nodes=f.silos,
                     fraction_evaluate=1.0 if evaluate_on_clients else 0.0,
                     min_evaluate_nodes=n if evaluate_on_clients else 0)
+    import logging
+
+    flower_log = logging.getLogger("flwr")
+    level = flower_log.level
+    flower_log.setLevel(logging.ERROR)  # "fraction_evaluate is 0": by design when the server scores the model
     try:
         strategy = cls(**sampling, **options)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"federated.strategy_options for {cls.__name__}: {e}.") from None
+    finally:
+        flower_log.setLevel(level)
     if not uses_dp(cfg):
         return strategy
     if f.strategy not in ("fedavg", "fedprox"):
