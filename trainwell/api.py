@@ -141,6 +141,9 @@ def launch_group(nproc: int, recipe: str, overrides: Sequence[str] = (), *, run_
     from trainwell.engine.state import new_run_dir
 
     sets = [a for o in overrides for a in ("--set", o)]
+    if is_federated(recipe, overrides, resume):
+        raise ConfigError("--nproc does not apply to a federated run (federated.silos > 0): each silo trains in "
+                          "its own process; drop --nproc.")
     if resume is not None:
         target, args = Path(resume), ["--resume", str(resume), *sets]
     else:  # validate the recipe and pick the one run directory all ranks (and restarts) share

@@ -77,7 +77,9 @@ def top_level(rel: Path) -> str:
 
 
 def read_stdlib(fraction: float, packages: list[str] | tuple[str, ...] = (),
-                exclude: list[str] | tuple[str, ...] = ()) -> tuple[str, str, dict]:
+                exclude: list[str] | tuple[str, ...] = (), *, need_val: bool = True) -> tuple[str, str, dict]:
+    """Train and validation text (whole files held out by a hash of their path); ``need_val=False``
+    for a share of the training text alone (e.g. one federated silo's package)."""
     root, files = stdlib_files()
     if packages or exclude:
         known = {top_level(p.relative_to(root)) for p in files}
@@ -94,7 +96,7 @@ def read_stdlib(fraction: float, packages: list[str] | tuple[str, ...] = (),
         except (UnicodeDecodeError, OSError):
             continue  # a handful of stdlib test files are deliberately not UTF-8
         (val if is_val_file(path.relative_to(root).as_posix(), fraction) else train).append(text)
-    if not train or not val:
+    if not train or (need_val and not val):
         if packages or exclude:
             raise DataError(f"data.packages = {list(packages)} (excluding {list(exclude)}) leaves "
                             f"{len(train)} training and {len(val)} validation files under {root}; choose "

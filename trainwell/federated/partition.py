@@ -14,7 +14,6 @@ The split is a pure function of (data, silos, seed): every silo process computes
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -105,15 +104,15 @@ def silo_source(cfg: Config, job: Any, silo: int) -> Any:
     """The silo's share of the training data of ``job`` (built from the whole recipe) as its source."""
     f = cfg.federated
     source = job.source
-    if f.partition == "packages":
-        from trainwell.data.text import load_text
+    if f.partition == "packages":  # the training files of one package (the held-out files stay held out)
+        from trainwell.data.text import encode, load_text, read_stdlib
         from trainwell.paradigms.transfer import pretraining_corpus
 
         # the ids must mean what they mean to the model: the pretrained vocabulary, or that of all silos' text
         pre = pretraining_corpus(cfg.train.init_from, cfg.data.cache_dir) if cfg.train.init_from else None
         vocab = pre.vocab if pre is not None else load_text(cfg.data).vocab
-        corpus = load_text(replace(cfg.data, packages=[f.packages[silo]], exclude_packages=[]), vocab=vocab)
-        return TokenWindows(corpus.train, context=cfg.data.context, batch_size=cfg.train.batch_size,
+        text, _, _ = read_stdlib(cfg.data.val_fraction, [f.packages[silo]], need_val=False)
+        return TokenWindows(encode(text, vocab), context=cfg.data.context, batch_size=cfg.train.batch_size,
                             seed=cfg.train.seed)
     if isinstance(source, IndexBatches):
         if f.partition == "dirichlet":
