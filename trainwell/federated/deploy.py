@@ -33,6 +33,7 @@ from trainwell.federated import partition, strategies
 from trainwell.federated.protocol import write_json
 
 RUN_DIR_KEY = "trainwell-run-dir"
+RESTARTS, RESTART_S = 30, 10.0  # a silo's SuperNode that gives up (server down, key not yet registered) restarts
 CONNECTION = "trainwell"
 
 
@@ -300,25 +301,40 @@ def join(server: str, *, data: str = "", state: Path, name: str = "", silo: int 
                           "certificate), or --insecure for a trusted network.")
     if security.auth_key is not None:
         cmd += ["--auth-supernode-private-key", str(security.auth_key)]
-    proc = start(cmd, state / "supernode.log", env={**environment(), "FLWR_HOME": str(state / "flower-home")})
-    write_json(state / "pids.json", {"client": os.getpid(), "supernode": proc.pid})
-
+    env = {**environment(), "FLWR_HOME": str(state / "flower-home")}
     asked: list[int] = []
+    current: list[subprocess.Popen] = []
 
     def on_signal(signum: int, frame: Any) -> None:  # only signal here: the main loop below reaps the PID
         asked.append(signum)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
+        if current and current[0].poll() is None:
+            current[0].send_signal(signal.SIGINT)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
-    print(f"silo {name or Path(data).name or silo}: SuperNode (PID {proc.pid}) connecting to {server}; state in "
-          f"{state}; log {state / 'supernode.log'}", flush=True)
-    deadline = None
-    while proc.poll() is None:  # reaped promptly: Flower's helpers watch this PID and exit once it is gone
-        time.sleep(0.2)
-        if asked and deadline is None:
-            deadline = time.monotonic() + 15.0
-        if deadline is not None and time.monotonic() > deadline:
-            proc.kill()
+    label = name or (Path(data).name if data else f"silo {silo}")
+    for attempt in range(RESTARTS + 1):
+        proc = start(cmd, state / "supernode.log", env=env)
+        current[:] = [proc]
+        write_json(state / "pids.json", {"client": os.getpid(), "supernode": proc.pid})
+        print(f"silo {label}: SuperNode (PID {proc.pid}) connecting to {server}; state in {state}; log "
+              f"{state / 'supernode.log'}", flush=True)
+        deadline = None
+        while proc.poll() is None:  # reaped promptly: Flower's helpers watch this PID and exit once it is gone
+            time.sleep(0.2)
+            if asked and deadline is None:
+                deadline = time.monotonic() + 15.0
+            if deadline is not None and time.monotonic() > deadline:
+                proc.kill()
+        if asked or proc.returncode == 0:
+            break
+        # e.g. the server is not up yet, or has not registered this silo's key yet (SuperNode exit 305)
+        print(f"silo {label}: the SuperNode exited with status {proc.returncode} ({tail(state / 'supernode.log', 2)}); "
+              f"starting it again in {RESTART_S:.0f} s ({RESTARTS - attempt} tries left)", file=sys.stderr, flush=True)
+        for _ in range(int(RESTART_S / 0.2)):
+            if asked:
+                break
+            time.sleep(0.2)
+        if asked:
+            break
     return 0 if asked else int(proc.returncode)

@@ -287,7 +287,8 @@ def serve(grid: Grid, plan: Plan) -> None:
     """Run the remaining rounds of ``plan`` on ``grid`` (any Flower runtime)."""
     import logging
 
-    logging.getLogger("flwr").setLevel(logging.WARNING)  # trainwell prints one line per round instead
+    flower_log = logging.getLogger("flwr")
+    flower_log.setLevel(max(flower_log.level, logging.WARNING))  # trainwell prints one line per round instead
     f = plan.cfg.federated
     for note in plan.notes:
         print(note, flush=True)

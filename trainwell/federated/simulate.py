@@ -41,7 +41,7 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
     backend = {"client_resources": {"num_cpus": 1, "num_gpus": gpus},
                "init_args": {"num_cpus": cpus, "include_dashboard": False, "logging_level": logging.ERROR,
                              "log_to_driver": False}}
-    logging.getLogger("flwr").setLevel(logging.WARNING)
+    logging.getLogger("flwr").setLevel(logging.ERROR)  # run_simulation's deprecation notice; rounds print below
     try:
         run_simulation(server_app, client_app, num_supernodes=cfg.federated.silos, backend_config=backend)
     finally:

@@ -45,10 +45,9 @@ def build(cfg: Config, *, evaluate_on_clients: bool) -> Any:
     f = cfg.federated
     if f.secure_aggregation:
         raise ConfigError(
-            "federated.secure_aggregation: Flower 1.42 implements SecAgg+ only for its legacy API "
-            "(SecAggPlusWorkflow driving a legacy flwr.server.strategy through its own round loop), which "
-            "trainwell's resumable rounds on the Message API cannot drive; set it to false (README: "
-            "'Secure aggregation').")
+            "federated.secure_aggregation is not available: Flower 1.42 implements SecAgg+ only in its legacy API "
+            "(SecAggPlusWorkflow with legacy strategies and fit messages), not for the Message-API strategies "
+            "trainwell's rounds use; set it to false (README: 'Secure aggregation').")
     cls = getattr(flower, CLASSES[f.strategy])
     params = inspect.signature(cls.__init__).parameters
     options = dict(f.strategy_options)
