@@ -23,9 +23,8 @@ def trainer(recipe: str | Config = "default", overrides: Sequence[str] = (), *, 
             resume: str | Path | None = None, branch_from: str | Path | None = None) -> Any:
     """A built :class:`~trainwell.engine.trainer.Trainer` for a recipe: call ``.fit(n)`` as often as
     needed (the state stays in memory), then ``.finish()`` and ``.close()`` (or use it in a ``with``)."""
-    from trainwell.engine.state import has_checkpoints, new_run_dir
+    from trainwell.engine.state import has_checkpoints
     from trainwell.engine.trainer import Trainer
-    from trainwell.inference import run_config
     from trainwell.paradigms import build_job
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and resume is None:  # started by torchrun with several processes
@@ -34,19 +33,50 @@ def trainer(recipe: str | Config = "default", overrides: Sequence[str] = (), *, 
                               "(`trainwell train --nproc N` picks one for you).")
         if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0 and has_checkpoints(Path(run_dir)):
             resume = run_dir  # torchrun restarted the group after a failure: continue where it stopped
-    if resume is not None:
-        cfg, target, name = run_config(Path(resume), overrides), Path(resume), Path(resume).name
-    else:
-        cfg = recipe if isinstance(recipe, Config) else load_config(recipe, list(overrides))
-        name = cfg.run.name or (Path(recipe).stem if isinstance(recipe, str) else "run")
-        target = new_run_dir(cfg, str(run_dir) if run_dir else None, name)
+    cfg, target, name = resolve(recipe, overrides, run_dir, resume)
+    if cfg.federated.silos:
+        raise ConfigError("a federated run (federated.silos > 0) has no single Trainer: train it with "
+                          "trainwell.train() or `trainwell train`; each silo runs its own.")
     return Trainer(cfg, target, build_job, resume=resume is not None,
                    branch_from=Path(branch_from) if branch_from else None, recipe_name=name)
 
 
+def resolve(recipe: str | Config, overrides: Sequence[str], run_dir: str | Path | None,
+            resume: str | Path | None) -> tuple[Config, Path, str]:
+    """(config, run directory, run name) of a new run, or of the run in ``resume`` to continue."""
+    from trainwell.engine.state import new_run_dir
+    from trainwell.inference import run_config
+
+    if resume is not None:
+        return run_config(Path(resume), overrides), Path(resume), Path(resume).name
+    cfg = recipe if isinstance(recipe, Config) else load_config(recipe, list(overrides))
+    name = cfg.run.name or (Path(recipe).stem if isinstance(recipe, str) else "run")
+    return cfg, new_run_dir(cfg, str(run_dir) if run_dir else None, name), name
+
+
+def is_federated(recipe: str | Config, overrides: Sequence[str], resume: str | Path | None) -> bool:
+    from trainwell.inference import run_config
+
+    if resume is not None:
+        return bool(run_config(Path(resume), overrides).federated.silos)
+    cfg = recipe if isinstance(recipe, Config) else load_config(recipe, list(overrides))
+    return bool(cfg.federated.silos)
+
+
 def train(recipe: str | Config = "default", overrides: Sequence[str] = (), *, run_dir: str | Path | None = None,
           resume: str | Path | None = None, branch_from: str | Path | None = None) -> Any:
-    """Train a recipe (name, .toml path or a Config) and return a RunResult (run_dir, summary, samples)."""
+    """Train a recipe (name, .toml path or a Config) and return a RunResult (run_dir, summary, samples).
+    With federated.silos > 0 the recipe trains federated, in Flower's simulation runtime."""
+    if is_federated(recipe, overrides, resume):
+        from trainwell.engine.trainer import RunResult
+        from trainwell.federated.simulate import run as simulate
+
+        if branch_from is not None:
+            raise ConfigError("--from (branching from a checkpoint) is not supported for federated runs; "
+                              "use train.init_from to start the global model from a checkpoint.")
+        cfg, target, _ = resolve(recipe, overrides, run_dir, resume)
+        summary = simulate(cfg, target)
+        return RunResult(run_dir=target, summary=summary, samples=summary.pop("samples", []))
     with trainer(recipe, overrides, run_dir=run_dir, resume=resume, branch_from=branch_from) as t:
         t.fit()
         return t.finish()
@@ -111,6 +141,9 @@ def launch_group(nproc: int, recipe: str, overrides: Sequence[str] = (), *, run_
     from trainwell.engine.state import new_run_dir
 
     sets = [a for o in overrides for a in ("--set", o)]
+    if is_federated(recipe, overrides, resume):
+        raise ConfigError("--nproc does not apply to a federated run (federated.silos > 0): each silo trains in "
+                          "its own process; drop --nproc.")
     if resume is not None:
         target, args = Path(resume), ["--resume", str(resume), *sets]
     else:  # validate the recipe and pick the one run directory all ranks (and restarts) share

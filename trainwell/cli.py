@@ -205,6 +205,75 @@ def eval_(
     guarded(go)
 
 
+federate = typer.Typer(help="Federated training across machines (Flower's deployment runtime): one server, "
+                              "one client per silo. On one machine, `trainwell train` with federated.silos > 0 "
+                              "simulates the silos instead.", no_args_is_help=True)
+app.add_typer(federate, name="federate")
+
+
+def security(insecure: bool, certificates: Optional[Path] = None, root_certificates: Optional[Path] = None,
+             auth_keys: Optional[Path] = None, auth_key: Optional[Path] = None) -> Any:
+    from trainwell.federated.deploy import Security
+
+    if insecure and (certificates or root_certificates):
+        raise TrainwellError("use either --insecure or TLS certificates, not both.")
+    return Security(insecure=insecure, certificates=certificates, root_certificate=root_certificates,
+                    auth_keys=auth_keys, auth_key=auth_key)
+
+
+@federate.command("server")
+def federate_server(
+    recipe: str = typer.Argument("default", help="Recipe name or .toml path with a [federated] section."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Folder for this run (default: runs/<name>-<time>)."),
+    sets: list[str] = typer.Option([], "--set", help=SET_HELP),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this federated run from its newest round checkpoint."),
+    host: str = typer.Option("0.0.0.0", help="Address the SuperLink listens on."),
+    port: int = typer.Option(9093, min=1, max=65535, help="Port of the SuperLink (silos connect to HOST:PORT)."),
+    insecure: bool = typer.Option(False, "--insecure", help="No TLS (only on a trusted network or loopback)."),
+    certificates: Optional[Path] = typer.Option(None, "--certificates", help="Folder with ca.crt, server.pem, server.key (TLS)."),
+    auth_keys: Optional[Path] = typer.Option(None, "--auth-keys", help="Folder of the silos' public keys (*.pub): only they may join."),
+) -> None:
+    """Run the federated server: a Flower SuperLink and trainwell's ServerApp (waits for federated.silos clients)."""
+
+    def go() -> None:
+        from trainwell.api import resolve
+        from trainwell.federated.deploy import serve
+        from trainwell.track.report import render_summary, summarize
+
+        cfg, target, _ = resolve(recipe, sets, run_dir, resume)
+        if not cfg.federated.silos:
+            raise TrainwellError("the recipe is not federated: set federated.silos (the number of silos to wait for).")
+        serve(cfg, target, host=host, port=port, security=security(insecure, certificates, auth_keys=auth_keys))
+        render_summary(summarize(target))
+        typer.echo(f"\nrun saved in {target}")
+
+    guarded(go)
+
+
+@federate.command("client")
+def federate_client(
+    server: str = typer.Option(..., "--server", help="The server's HOST:PORT."),
+    data: str = typer.Option("", "--data", help="This silo's data: an image folder, a table (.csv/.parquet) or a text file."),
+    state: Path = typer.Option(Path("trainwell-silo"), "--state", help="Folder for this silo's own checkpoints."),
+    name: str = typer.Option("", "--name", help="Name of this silo in the server's summary (default: the data's file name)."),
+    silo: int = typer.Option(-1, "--silo", help="Without --data: train on share N of the server's recipe data (trying it on one machine)."),
+    insecure: bool = typer.Option(False, "--insecure", help="No TLS (only on a trusted network or loopback)."),
+    root_certificates: Optional[Path] = typer.Option(None, "--root-certificates", help="The CA certificate that signed the server's."),
+    auth_key: Optional[Path] = typer.Option(None, "--auth-key", help="This silo's private key (SuperNode authentication)."),
+) -> None:
+    """Join a federated run as one silo: a Flower SuperNode running trainwell's ClientApp on local data."""
+
+    def go() -> None:
+        from trainwell.federated.deploy import join
+
+        code = join(server, data=data, state=state, name=name, silo=silo,
+                    security=security(insecure, root_certificates=root_certificates, auth_key=auth_key))
+        if code:
+            raise TrainwellError(f"the SuperNode exited with status {code}; see {state / 'supernode.log'}.")
+
+    guarded(go)
+
+
 def main() -> None:
     app()
 

@@ -186,6 +186,10 @@ def check_value(key: str, value: Any, tp: Any, meta: Any, where: str) -> Any:
         bad = [v for v in value if item_tp is not object and type(v) is not item_tp]
         if bad:
             raise ConfigError(f"{where}: '{key}' must be a list of {_type_name(item_tp)}s, got {bad[0]!r} in it.")
+    elif origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: '{key}' must be a table of key = value pairs (e.g. {{eta = 0.01}}), "
+                              f"got {value!r}.")
     elif tp is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     elif tp in (int, float, str, bool) and (type(value) is not tp):

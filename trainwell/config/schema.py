@@ -53,6 +53,9 @@ class TextDataConfig:
     cache_dir: str = opt("", "token cache folder (default: $TRAINWELL_CACHE or ~/.cache/trainwell)")
     replay_fraction: float = opt(0.0, "transfer: share of each batch's sequences drawn from the pretraining "
                                  "text of train.init_from (replay against forgetting)", min=0.0, max=0.9)
+    packages: list[str] = opt([], "stdlib: read only these top-level packages or modules (e.g. ['email', "
+                              "'json']; [] = all)")
+    exclude_packages: list[str] = opt([], "stdlib: leave these top-level packages or modules out")
 
 
 @dataclass
@@ -71,6 +74,8 @@ class ArrayDataConfig:
                     choices=("auto", "classify", "regress"))
     image_size: int = opt(0, "resize images to N x N pixels (0 = the size of the first image)", min=0)
     grayscale: bool = opt(True, "read images as one grey channel (false: RGB)")
+    classes: list[str] = opt([], "the class names, in order (default: those found in the data); fixes the "
+                             "label ids when some data holds only some classes, e.g. one federated silo")
     test_fraction: float = opt(0.2, "share held out as the test split (stratified for classification)",
                                min=0.05, max=0.5)
     split_seed: int = opt(0, "seed of the fixed train/test split (recorded in the run)", min=0)
@@ -267,6 +272,58 @@ class DistributedConfig:
 
 
 @dataclass
+class FederatedConfig:
+    """Federated training on Flower (trainwell/federated): silos train locally, only weights travel.
+
+    Off while ``silos`` is 0. Any supervised (sklearn, image_folder, table) or text recipe becomes
+    federated with ``silos > 0``: on one machine ``trainwell train`` runs Flower's simulation runtime,
+    across machines ``trainwell federate server/client`` its deployment runtime.
+    """
+
+    silos: int = opt(0, "number of silos (Flower SuperNodes, one client each); 0 = not federated", min=0)
+    rounds: int = opt(10, "federated rounds: send the global model, train locally, aggregate", min=1)
+    clients_per_round: int = opt(0, "silos sampled for training each round (0 = all)", min=0)
+    local_steps: int = opt(10, "optimizer steps each sampled silo trains per round", min=1)
+    local_epochs: int = opt(0, "passes over its own data each silo trains per round instead of local_steps "
+                            "(0 = use local_steps)", min=0)
+    strategy: str = opt("fedavg", "Flower strategy that aggregates the silos' models",
+                        choices=("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedavgm",
+                                 "fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan"))
+    strategy_options: dict[str, Any] = opt({}, "keyword arguments of the Flower strategy's constructor, "
+                                           "e.g. {proximal_mu = 0.01} (fedprox), {eta = 0.01} (fedadam), "
+                                           "{beta = 0.2} (fedtrimmedavg), {num_malicious_nodes = 1} (krum)")
+    partition: str = opt("iid", "how one machine's data is split into silos: iid (uniformly at random), "
+                         "dirichlet (label shares per silo ~ Dirichlet(alpha)), folders (one entry of "
+                         "silo_data per silo), packages (text: one stdlib top-level package per silo)",
+                         choices=("iid", "dirichlet", "folders", "packages"))
+    alpha: float = opt(0.5, "dirichlet: concentration; small (0.1) = each silo holds few labels", min=1e-4)
+    partition_seed: int = opt(0, "seed of the split into silos", min=0)
+    silo_data: str = opt("", "folders: a folder with one entry per silo (sorted by name): an image folder, "
+                         "a table file or a text file each")
+    packages: list[str] = opt([], "packages: the stdlib top-level packages, one silo each (e.g. ['email', "
+                              "'json']); the recipe's data.packages should list the same")
+    silo_eval: bool = opt(True, "also score the global model on each silo's own held-out split after every "
+                          "round, where silos read their own data (folders, deployment)", trajectory=False)
+    round_timeout_s: float = opt(600.0, "a silo that has not answered after this long is left out of the "
+                                 "round (the summary names it)", min=1.0, trajectory=False)
+    dp_epsilon: float = opt(0.0, "differential privacy: the (epsilon, dp_delta) budget of the whole run; "
+                            "sets the Gaussian noise from an RDP accountant (0 = off)", min=0.0)
+    dp_noise: float = opt(0.0, "differential privacy: the noise multiplier itself, instead of dp_epsilon "
+                          "(noise std = dp_noise * dp_clip / clients per round)", min=0.0)
+    dp_delta: float = opt(1e-5, "differential privacy: delta of the reported (epsilon, delta)", min=1e-12,
+                          max=0.5)
+    dp_clip: float = opt(1.0, "differential privacy: each silo's update (new - global weights) is clipped "
+                         "to this L2 norm before it leaves the silo", min=1e-9)
+    secure_aggregation: bool = opt(False, "SecAgg+: the server learns only the sum of the updates "
+                                   "(not available with Flower 1.42's Message API; see README)")
+    attack: str = opt("none", "robustness experiments: the first `attackers` silos send poisoned updates: "
+                      "flip_labels (train on label C-1-y) or scale_update (send global + "
+                      "attack_scale * update)", choices=("none", "flip_labels", "scale_update"))
+    attackers: int = opt(1, "number of attacking silos when attack != 'none'", min=0)
+    attack_scale: float = opt(-10.0, "scale_update: factor on the attackers' updates")
+
+
+@dataclass
 class Config:
     description: str = opt("", "one line shown by `trainwell recipes`")
     run: RunConfig = field(default_factory=RunConfig)
@@ -281,6 +338,7 @@ class Config:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    federated: FederatedConfig = field(default_factory=FederatedConfig)
 
 
 @dataclass

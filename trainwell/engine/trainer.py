@@ -115,15 +115,25 @@ class Trainer:
             ckpt.verify(path)  # every file hashed once, here; the load below trusts it
         else:
             return None
+        self._load(path, same_config=resume)
+        return path
+
+    def load(self, path: Path) -> None:
+        """Put this run's own checkpoint ``path`` (e.g. an earlier step) back into the built Trainer in
+        place: model, optimizer, data position, RNG streams, counters. A federated silo rewinds so when
+        a restarted server repeats a round the silo had already trained."""
+        ckpt.verify(path)
+        self._load(Path(path), same_config=True)
+
+    def _load(self, path: Path, *, same_config: bool) -> None:
         manifest = ckpt.read_manifest(path)
-        check_fits(path, manifest, self.adapted, self.cfg, same_config=resume)
+        check_fits(path, manifest, self.adapted, self.cfg, same_config=same_config)
         try:
             self.strategy.load(path, self.app_state, manifest)
         except CheckpointError:
             raise
         except (RuntimeError, ValueError, KeyError, IndexError) as e:
             raise does_not_fit(path, e) from None
-        return path
 
     def _open_run_dir(self, recipe_name: str, resume: bool) -> None:
         """Resolved config, provenance and metric sinks (written by the main process only)."""
