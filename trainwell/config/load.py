@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from trainwell.config.imports import is_import_path
-from trainwell.config.schema import NON_TRAJECTORY, VARIANTS, Config, opt
+from trainwell.config.schema import NON_TRAJECTORY, VARIANTS, Config, Invalid, opt
 from trainwell.errors import ConfigError
 
 
@@ -66,7 +66,18 @@ def load_config(recipe: str | None = None, overrides: list[str] | tuple[str, ...
     for item in overrides:
         apply_override(raw, item)
     set_keys = frozenset(item.split("=", 1)[0].strip() for item in overrides)
-    return build(Config, raw, "", where, set_keys)
+    cfg = build(Config, raw, "", where, set_keys)
+    validate(cfg, where, set_keys)
+    return cfg
+
+
+def validate(cfg: Config, where: str = "config", set_keys: frozenset[str] = frozenset()) -> None:
+    """The cross-field checks of every section (schema.py, next to each dataclass) as one ConfigError
+    that names the key to change."""
+    try:
+        cfg.check()
+    except Invalid as e:
+        raise ConfigError(f"{origin(e.key, where, set_keys)}: {e.message}.") from None
 
 
 # --------------------------------------------------------------------------- overrides
