@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import tomllib
 import types
 import typing
@@ -127,7 +128,10 @@ def section_class(section: str, raw: dict[str, Any], default_cls: type, where: s
     if variants is None:
         return default_cls
     name = raw.get("name", default_cls().name)
-    if isinstance(name, str) and is_import_path(name):  # the user's own builder: its keys pass through
+    if not isinstance(name, str):
+        raise ConfigError(f"{origin(section + '.name', where, set_keys)}: '{section}.name' must be a string, got "
+                          f"{name!r}; choose one of: {', '.join(variants)}, or a 'module:function'.")
+    if is_import_path(name):  # the user's own builder: its keys pass through
         return import_section(section, raw)
     if name not in variants:
         raise ConfigError(f"{origin(section + '.name', where, set_keys)}: {section}.name = {name!r} is not known{_suggest(str(name), list(variants))}; "
@@ -202,6 +206,9 @@ def check_value(key: str, value: Any, tp: Any, meta: Any, where: str) -> Any:
     elif tp in (int, float, str, bool) and (type(value) is not tp):
         raise ConfigError(f"{where}: '{key}' must be {_type_name(tp)}, got {value!r} "
                           f"({type(value).__name__}).")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: '{key}' = {value!r} is not a finite number; give a number "
+                          f"(TOML reads nan, inf and 1e400 as non-finite).")
     choices = meta.get("choices")
     if choices and value not in choices:
         raise ConfigError(f"{where}: '{key}' = {value!r} is not allowed{_suggest(str(value), choices)}; "

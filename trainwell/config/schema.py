@@ -428,6 +428,14 @@ class GymDataConfig:
     video: bool = opt(True, "write episode.gif of one deterministic evaluation episode at the end "
                       "(needs the env's rgb_array rendering; pygame for classic control)", trajectory=False)
 
+    def check(self, cfg: "Config") -> None:
+        if getattr(cfg.objective, "norm_adv", False) and min(self.minibatch_size,
+                                                              self.num_envs * self.rollout_steps) < 2:
+            raise Invalid("data.minibatch_size", f"objective.norm_adv normalises advantages by their spread over a "
+                                                 f"minibatch, which needs at least 2 samples (data.minibatch_size = "
+                                                 f"{self.minibatch_size}, {self.num_envs * self.rollout_steps} per "
+                                                 f"rollout); raise it or set objective.norm_adv = false")
+
 
 @dataclass
 class ReplayDataConfig:

@@ -203,25 +203,28 @@ def build_guard(cfg: Config, device: torch.device) -> Iterator[Built]:
     (a file's contents fit once they are read).
     """
     built = Built(rss_before=rss_bytes())
-    if not cfg.train.memory_check:
-        yield built
-        built.rss_after = rss_bytes()
-        return
     host = host_free()
     budgets = {"cpu": max(0, host.bytes // local_processes())}
     if device.type == "cuda":
         budgets["cuda"] = device_free(device).bytes
-    tracker = LiveTensors(budgets=budgets)
+    tracker = LiveTensors(budgets=budgets) if cfg.train.memory_check else contextlib.nullcontext()
     try:
         with tracker:
             yield built
     except OverBudget as e:
         where = host.source if e.device == "cpu" else device_free(device).source
-        raise DoesNotFit(f"building the model and data needs more than the {size_text(e.budget)} of {e.device} "
-                         f"memory that is free ({where}): the weights alone do not fit — shrink the model "
-                         f"(model.*) or run on a machine with more memory (train.memory_check = false skips this "
-                         f"check).") from None
+        raise DoesNotFit(too_big(f"more than the {size_text(e.budget)} of {e.device} memory that is free ({where})")) \
+            from None
+    except (MemoryError, RuntimeError) as e:  # one tensor bigger than the allocator can give
+        if isinstance(e, RuntimeError) and "allocate" not in str(e):
+            raise
+        raise DoesNotFit(too_big(f"a tensor the allocator refused ({str(e).splitlines()[0][-120:]})")) from None
     built.rss_after = rss_bytes()
+
+
+def too_big(what: str) -> str:
+    return (f"building the model and data needs {what}: the weights alone do not fit — shrink the model (model.*) "
+            f"or run on a machine with more memory (train.memory_check = false skips this check).")
 
 
 # ------------------------------------------------------------------------------------------ the plan
