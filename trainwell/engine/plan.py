@@ -307,7 +307,7 @@ def plan_run(cfg: Config, build: Callable[[Config, torch.device], Job], device: 
     """`trainwell plan`: the Trainer's build (model, data, adapters, activation checkpointing; no
     optimizer, nothing trained) and the full plan of one of its steps."""
     from trainwell.engine.prepare import prepare_model
-    from trainwell.engine.trainer import seed_everything
+    from trainwell.engine.state import seed_everything
     from trainwell.engine.wrap import apply_activation_checkpointing
 
     if world_size > 1:

@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from trainwell import checkpoint as ckpt
@@ -35,7 +33,7 @@ from trainwell.engine.plan import admit, build_guard
 from trainwell.engine.precision import Precision
 from trainwell.engine.prepare import prepare_model
 from trainwell.engine.restore import check_fits, does_not_fit, newest_valid
-from trainwell.engine.state import LoopState
+from trainwell.engine.state import LoopState, seed_everything
 from trainwell.engine.strategy import choose
 from trainwell.engine.wrap import apply_activation_checkpointing
 from trainwell.errors import CheckpointError, ConfigError, TrainingDiverged, TrainwellError, unexpected
@@ -377,12 +375,6 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def reached(cfg: Config, metrics: dict[str, float]) -> bool:
