@@ -249,3 +249,40 @@ def test_an_unexpected_exception_is_one_sentence_and_a_log(cli, tmp_path):
     assert "RuntimeError: shapes do not line up" in out.stderr and "error.log" in out.stderr
     log = (tmp_path / "run" / "error.log").read_text()
     assert "Traceback" in log and "shapes do not line up" in log
+
+
+def test_a_tight_fit_makes_malloc_return_freed_memory(tiny, tmp_path, monkeypatch):
+    sets = tiny_fixed(tiny)
+    with trainwell.trainer("default", sets, run_dir=tmp_path / "a") as t:
+        more = t.plan.peak - t.plan.step["weights"]
+    switched = []
+    monkeypatch.setattr(plan_mod.malloc, "return_freed_memory", lambda: switched.append(1) or True)
+    monkeypatch.setattr(plan_mod, "device_free", free_of(int(more * 1.3)))  # fits, but not with glibc's slack
+    with trainwell.trainer("default", sets, run_dir=tmp_path / "b") as t:
+        assert switched and any("goes back to the kernel" in n for n in t.notes)
+    switched.clear()
+    monkeypatch.setattr(plan_mod, "device_free", free_of(more * 100))
+    with trainwell.trainer("default", sets, run_dir=tmp_path / "c"):
+        assert not switched
+
+
+def test_return_freed_memory_gives_freed_blocks_back():
+    """In fresh processes: 64 MiB freed below small live blocks stays resident under glibc's defaults
+    (its mmap threshold grew to 16 MiB), and goes back to the kernel after the switch."""
+    import subprocess
+
+    code = (
+        "import numpy as np, sys\n"
+        "from trainwell.diagnostics import malloc\n"
+        "if sys.argv[1] == 'on': assert malloc.return_freed_memory()\n"
+        "def rss(): return int(open('/proc/self/statm').read().split()[1]) * 4096\n"
+        "a = np.ones(16 * 2**20 // 8); del a\n"
+        "r0 = rss()\n"
+        "blocks, pins = [], []\n"
+        "for i in range(8):\n"
+        "    blocks.append(np.ones(8 * 2**20 // 8)); pins.append(np.ones(2000))\n"
+        "del blocks\n"
+        "print((rss() - r0) // 2**20)\n")
+    held = {mode: int(subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True,
+                                     check=True).stdout) for mode in ("off", "on")}
+    assert held["off"] >= 48 and held["on"] <= 8, held

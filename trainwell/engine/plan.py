@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from trainwell.config.schema import Config
+from trainwell.diagnostics import malloc
 from trainwell.diagnostics.available import Free, device_free, host_free, local_processes, rss_bytes, size_text
 from trainwell.diagnostics.tracker import CATEGORIES, LiveTensors, OverBudget, tensor_bytes
 from trainwell.engine.job import Job, total_steps
@@ -365,6 +366,10 @@ def admit(cfg: Config, job: Job, precision: Precision, strategy: Any, device: to
         free = device_free(where)
         if more > free.bytes:
             raise DoesNotFit(refusal(cfg, plan, more, free, job))
+        if where.type == "cpu" and more * malloc.SLACK > free.bytes and malloc.return_freed_memory():
+            notes.append(f"note: the step fits in the {size_text(free.bytes)} free only without the memory glibc "
+                         f"keeps for reuse, so freed memory now goes back to the kernel at once (slower page "
+                         f"faults; trainwell/diagnostics/malloc.py)")
     return plan
 
 
