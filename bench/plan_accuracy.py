@@ -92,8 +92,8 @@ def child(name: str, out_dir: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         # warm-up: imports, kernels, the fake-tensor machinery of the plan, a process group's libraries
         warm = [s for s in sets if not s.split("=")[0] in ("model.n_embd", "model.n_layer", "data.context",
-                                                          "train.batch_size", "model.channels")]
-        warm += ["model.n_embd=32", "model.n_layer=1", "data.context=16", "train.batch_size=4"] if recipe == "default" \
+                                                          "train.batch_size", "model.channels", "model.n_head")]
+        warm += ["model.n_embd=32", "model.n_head=2", "model.n_layer=1", "data.context=16", "train.batch_size=4"] if recipe == "default" \
             else ["model.channels=[8]", "train.batch_size=4"]
         run = Path(os.environ.get("PLAN_BENCH_RUN", tmp))
         with trainwell.trainer(recipe, [*warm, *LOOP], run_dir=run / "warm") as t:

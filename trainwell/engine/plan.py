@@ -55,6 +55,7 @@ class Plan:
     other_checkpointing: int | None = None
     inference: dict[str, Any] | None = None
     data: int = 0  # bytes the data source and evaluation batches hold (host memory)
+    weights: int = 0  # of the whole model (one process under FSDP holds a shard of it while training)
     flops_per_step: float = 0.0  # measured, every process together
     flops_formula: float = 0.0  # 6N per token + attention (the shipped GPT), every process together
     matmul_peak: float = 0.0  # FLOP/s of this device, measured (engine/peak.py), per process
@@ -256,6 +257,7 @@ def make_plan(cfg: Config, job: Job, precision: Precision, device: torch.device,
                 grad_accum=cfg.train.grad_accum, step=terms, peak=sum(terms.values()),
                 activation_checkpointing=cfg.train.activation_checkpointing,
                 data=held_bytes(job.source, job.eval_batches, job.extra_evals),
+                weights=sum(tensor_bytes(t) for t in [*model.parameters(), *model.buffers()]),
                 free=free.bytes, free_source=free.source)
     if full:
         plan.flops_per_step = step.flops * world_size

@@ -56,8 +56,8 @@ def render(plan: dict[str, Any], title: str = "") -> list[str]:
             continue
         row = f"    {label:<18}" + "".join(f"{size(c[1].get(key)):>26}" for c in cols)
         if key == "weights" and inf:
-            row += f"{size(p['step']['weights']):>14}" + (f"{size(p['step']['weights']):>14}" if inf.get("generate")
-                                                        else "")
+            full = p.get("weights") or p["step"]["weights"]
+            row += f"{size(full):>14}" + (f"{size(full):>14}" if inf.get("generate") else "")
         lines.append(row)
     if inf.get("generate"):
         lines.append(f"    {'KV cache':<18}" + " " * 26 * len(cols) + f"{'':>14}{size(inf['kv_cache']):>14}")
@@ -66,6 +66,7 @@ def render(plan: dict[str, Any], title: str = "") -> list[str]:
         peak += f"{size(inf['forward']):>14}" + (f"{size(inf['generate']):>14}" if inf.get("generate") else "")
     lines.append(peak)
     out += lines
+    out.append("    (each column: the terms at the moment of its peak; gradients appear late in the backward pass)")
     if inf.get("generate"):
         out.append(f"    (inference: a forward pass without gradients on one batch; generation: {inf['rows']} rows "
                    f"to {inf['capacity']} tokens with the KV cache)")
