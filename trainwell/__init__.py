@@ -1,6 +1,6 @@
 """trainwell: one training loop for every paradigm.
 
-``from trainwell import train, trainer, fit, generate, evaluate, load_config`` — imported lazily, so that
+``from trainwell import train, trainer, fit, plan, generate, evaluate, load_config`` — imported lazily, so that
 ``import trainwell`` (and ``trainwell --help``) stays fast and free of torch.
 """
 
@@ -8,11 +8,11 @@ from typing import Any
 
 from trainwell.version import __version__
 
-__all__ = ["train", "trainer", "fit", "generate", "evaluate", "load_config", "LossOutput"]
+__all__ = ["train", "trainer", "fit", "plan", "generate", "evaluate", "load_config", "LossOutput"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("train", "trainer", "fit", "generate", "evaluate"):
+    if name in ("train", "trainer", "fit", "plan", "generate", "evaluate"):
         from trainwell import api
 
         return getattr(api, name)

@@ -78,8 +78,21 @@ def train(recipe: str | Config = "default", overrides: Sequence[str] = (), *, ru
         summary = simulate(cfg, target)
         return RunResult(run_dir=target, summary=summary, samples=summary.pop("samples", []))
     with trainer(recipe, overrides, run_dir=run_dir, resume=resume, branch_from=branch_from) as t:
-        t.fit()
+        return fit_and_finish(t, None)
+
+
+def fit_and_finish(t: Any, steps: int | None) -> Any:
+    """Train and write the results; an exception no check anticipated gets its traceback kept in the
+    run directory (error.log) and becomes one sentence."""
+    from trainwell.errors import unexpected
+
+    try:
+        t.fit(steps)
         return t.finish()
+    except TrainwellError:
+        raise
+    except Exception as e:
+        raise unexpected(e, "training", t.run_dir) from e
 
 
 def fit(model: Any, data: Any, objective: Any, *, eval_data: Any = None,
@@ -104,8 +117,7 @@ def fit(model: Any, data: Any, objective: Any, *, eval_data: Any = None,
     build = object_builder(model, data, objective, eval_data)
     target = Path(run_dir) if resume else new_run_dir(cfg, str(run_dir) if run_dir else None, cfg.run.name or "fit")
     with Trainer(cfg, target, build, resume=resume, recipe_name="fit") as t:
-        t.fit(steps)
-        return t.finish()
+        return fit_and_finish(t, steps)
 
 
 def fit_config(model: Any, data: Any, objective: Any, config: Config | Sequence[str] | dict[str, Any]) -> Config:
@@ -160,6 +172,17 @@ def launch_group(nproc: int, recipe: str, overrides: Sequence[str] = (), *, run_
                              f"first error is printed above. Continue with `trainwell train --nproc {nproc} "
                              f"--resume {target}` once it is fixed.")
     return target
+
+
+def plan(recipe: str | Config = "default", overrides: Sequence[str] = (), *, nproc: int = 1) -> Any:
+    """The memory and time plan of a recipe (a :class:`~trainwell.engine.plan.Plan`), trained on
+    ``nproc`` processes: its step simulated on fake tensors, nothing trained, no run directory."""
+    from trainwell.engine.plan import plan_run
+    from trainwell.engine.trainer import pick_device
+    from trainwell.paradigms import build_job
+
+    cfg = recipe if isinstance(recipe, Config) else load_config(recipe, list(overrides))
+    return plan_run(cfg, build_job, pick_device(cfg.train.device), world_size=nproc)
 
 
 def generate(run_dir: str | Path, prompt: str = "def ", **kw: Any) -> dict[str, Any]:

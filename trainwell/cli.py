@@ -28,10 +28,15 @@ def fail(e: TrainwellError) -> None:
 
 
 def guarded(fn: Callable[[], Any]) -> Any:
+    """Run a command; a TrainwellError is its one sentence, anything else too (traceback to a log)."""
     try:
         return fn()
     except TrainwellError as e:
         fail(e)
+    except Exception as e:  # noqa: BLE001  (the catch-all: no traceback on the console, ever)
+        from trainwell.errors import unexpected
+
+        fail(unexpected(e, "the command", getattr(e, "run_dir", None)))
 
 
 @app.command()
@@ -93,6 +98,27 @@ def check(
         from trainwell.config import load_config, to_toml
 
         typer.echo(to_toml(load_config(recipe, sets)), nl=False)
+
+    guarded(go)
+
+
+@app.command()
+def plan(
+    recipe: str = typer.Argument("default", help="Recipe name or .toml path."),
+    sets: list[str] = typer.Option([], "--set", help=SET_HELP),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="Plan for this many data-parallel processes (distributed.strategy)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+) -> None:
+    """Plan a run without training: parameters, FLOPs, memory term by term (training and inference), time."""
+
+    def go() -> None:
+        import json
+
+        from trainwell.api import plan as make_plan
+        from trainwell.track.plan_report import render
+
+        result = make_plan(recipe, sets, nproc=nproc).to_dict()
+        typer.echo(json.dumps(result, indent=1) if as_json else "\n".join(render(result, recipe)))
 
     guarded(go)
 

@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import tomllib
 import types
 import typing
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from trainwell.config.imports import is_import_path
-from trainwell.config.schema import NON_TRAJECTORY, VARIANTS, Config, opt
+from trainwell.config.schema import NON_TRAJECTORY, VARIANTS, Config, Invalid, opt
 from trainwell.errors import ConfigError
 
 
@@ -66,7 +67,18 @@ def load_config(recipe: str | None = None, overrides: list[str] | tuple[str, ...
     for item in overrides:
         apply_override(raw, item)
     set_keys = frozenset(item.split("=", 1)[0].strip() for item in overrides)
-    return build(Config, raw, "", where, set_keys)
+    cfg = build(Config, raw, "", where, set_keys)
+    validate(cfg, where, set_keys)
+    return cfg
+
+
+def validate(cfg: Config, where: str = "config", set_keys: frozenset[str] = frozenset()) -> None:
+    """The cross-field checks of every section (schema.py, next to each dataclass) as one ConfigError
+    that names the key to change."""
+    try:
+        cfg.check()
+    except Invalid as e:
+        raise ConfigError(f"{origin(e.key, where, set_keys)}: {e.message}.") from None
 
 
 # --------------------------------------------------------------------------- overrides
@@ -116,7 +128,10 @@ def section_class(section: str, raw: dict[str, Any], default_cls: type, where: s
     if variants is None:
         return default_cls
     name = raw.get("name", default_cls().name)
-    if isinstance(name, str) and is_import_path(name):  # the user's own builder: its keys pass through
+    if not isinstance(name, str):
+        raise ConfigError(f"{origin(section + '.name', where, set_keys)}: '{section}.name' must be a string, got "
+                          f"{name!r}; choose one of: {', '.join(variants)}, or a 'module:function'.")
+    if is_import_path(name):  # the user's own builder: its keys pass through
         return import_section(section, raw)
     if name not in variants:
         raise ConfigError(f"{origin(section + '.name', where, set_keys)}: {section}.name = {name!r} is not known{_suggest(str(name), list(variants))}; "
@@ -195,6 +210,9 @@ def check_value(key: str, value: Any, tp: Any, meta: Any, where: str) -> Any:
     elif tp in (int, float, str, bool) and (type(value) is not tp):
         raise ConfigError(f"{where}: '{key}' must be {_type_name(tp)}, got {value!r} "
                           f"({type(value).__name__}).")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: '{key}' = {value!r} is not a finite number; give a number "
+                          f"(TOML reads nan, inf and 1e400 as non-finite).")
     choices = meta.get("choices")
     if choices and value not in choices:
         raise ConfigError(f"{where}: '{key}' = {value!r} is not allowed{_suggest(str(value), choices)}; "

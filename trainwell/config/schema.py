@@ -12,7 +12,7 @@ validation import it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -27,6 +27,20 @@ def opt(default: Any, help: str, *, min: float | None = None, max: float | None 
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+class Invalid(Exception):
+    """Settings that each pass their own checks but cannot work together; ``key`` is the one to change
+    (the loader says where it came from: the recipe or a --set flag)."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key, self.message = key, message
+
+
+def divisors(n: int) -> str:
+    small = [d for d in range(1, min(n, 4096) + 1) if n % d == 0]
+    return ", ".join(map(str, small[:12])) + (", ..." if len(small) > 12 else "")
 
 
 # --------------------------------------------------------------------------- sections
@@ -56,6 +70,15 @@ class TextDataConfig:
     packages: list[str] = opt([], "stdlib: read only these top-level packages or modules (e.g. ['email', "
                               "'json']; [] = all)")
     exclude_packages: list[str] = opt([], "stdlib: leave these top-level packages or modules out")
+
+    def check(self, cfg: "Config") -> None:
+        # (a missing data.path or train.init_from is missing input, reported when the run reads it: the
+        # finetune recipes are complete without them until then)
+        replayed = round(cfg.train.batch_size * self.replay_fraction)
+        if self.replay_fraction > 0 and not 1 <= replayed < cfg.train.batch_size:
+            raise Invalid("data.replay_fraction", f"data.replay_fraction = {self.replay_fraction} of train.batch_size "
+                                                  f"= {cfg.train.batch_size} is {replayed} replayed sequences per "
+                                                  f"batch; it must be between 1 and batch_size - 1")
 
 
 @dataclass
@@ -97,6 +120,20 @@ class GPTConfig:
     tie_embeddings: bool = opt(True, "share the token embedding with the output layer")
     position: str = opt("learned", "position information: learned absolute embeddings, or rotary "
                         "(RoPE, relative positions inside attention)", choices=("learned", "rope"))
+
+    def check(self, cfg: "Config") -> None:
+        if self.n_embd % self.n_head:
+            raise Invalid("model.n_head", f"model.n_embd = {self.n_embd} must split evenly into model.n_head = "
+                                          f"{self.n_head} attention heads; use a divisor of {self.n_embd} "
+                                          f"({divisors(self.n_embd)}) or change model.n_embd")
+        if self.position == "rope" and (self.n_embd // self.n_head) % 2:
+            raise Invalid("model.n_head", f"rotary positions rotate pairs of features, so each head's width "
+                                          f"model.n_embd / model.n_head = {self.n_embd // self.n_head} must be even; "
+                                          f"change model.n_head or model.n_embd, or set model.position = 'learned'")
+        context = getattr(cfg.data, "context", None)
+        if self.context and context is not None and self.context < context:
+            raise Invalid("model.context", f"model.context = {self.context} is shorter than data.context = "
+                                           f"{context}; raise model.context or set it to 0 (= data.context)")
 
 
 @dataclass
@@ -157,6 +194,12 @@ class MLMObjectiveConfig:
     replace_random: float = opt(0.1, "of the chosen: share replaced by a random token (rest unchanged)",
                                 min=0.0, max=1.0)
 
+    def check(self, cfg: "Config") -> None:
+        if self.replace_mask + self.replace_random > 1.0:
+            raise Invalid("objective.replace_random", f"objective.replace_mask + objective.replace_random = "
+                                                      f"{self.replace_mask + self.replace_random:g} are shares of the "
+                                                      f"chosen tokens and cannot add up to more than 1")
+
 
 @dataclass
 class OptimConfig:
@@ -168,6 +211,12 @@ class OptimConfig:
     eps: float = opt(1e-8, "AdamW epsilon", min=0.0)
     momentum: float = opt(0.9, "SGD momentum", min=0.0, max=1.0)
     grad_clip: float = opt(1.0, "clip the global gradient norm to this (0 = off)", min=0.0)
+
+    def check(self, cfg: "Config") -> None:
+        for key in ("beta1", "beta2"):
+            if self.name == "adamw" and getattr(self, key) >= 1.0:
+                raise Invalid(f"optim.{key}", f"optim.{key} = {getattr(self, key)} must be below 1 (AdamW divides "
+                                              f"by 1 - {key}^step); 0.9 / 0.99 are usual")
 
 
 @dataclass
@@ -195,6 +244,8 @@ class TrainConfig:
     init_from: str = opt("", "start from the model weights of this checkpoint folder (matching names "
                          "and shapes; e.g. a pretrained encoder)")
     threads: int = opt(0, "CPU threads for torch (0 = torch's default)", min=0)
+    memory_check: bool = opt(True, "before allocating, plan the memory of a training step (`trainwell plan`) and "
+                             "refuse a run that cannot fit in the memory free now", trajectory=False)
 
 
 @dataclass
@@ -216,6 +267,15 @@ class AdapterConfig:
                                 "patterns (e.g. 'blocks.3.*', 'ln_f.*': the last block and the head)")
     quant_backend: str = opt("bitsandbytes", "qlora: library that stores the 4-bit base (see "
                              "bench/RESULTS.md, QLoRA backends)", choices=("bitsandbytes", "torchao"))
+
+    def check(self, cfg: "Config") -> None:
+        if self.method != "none" and (self.freeze or self.train_only):
+            key = "adapter.freeze" if self.freeze else "adapter.train_only"
+            raise Invalid(key, f"adapter.method = '{self.method}' trains only the adapters; {key} applies to "
+                               f"method 'none' — remove it or set adapter.method = 'none'")
+        if self.method != "none" and not self.targets:
+            raise Invalid("adapter.targets", f"adapter.method = '{self.method}' needs at least one layer in "
+                                             f"adapter.targets to put adapters on")
 
 
 @dataclass
@@ -340,6 +400,14 @@ class Config:
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     federated: FederatedConfig = field(default_factory=FederatedConfig)
 
+    def check(self) -> None:
+        """Every section's own cross-field check, then the combinations across sections."""
+        for f in fields(self):
+            section = getattr(self, f.name)
+            if hasattr(section, "check") and f.name != "check":
+                section.check(self)
+        check_combination(self)
+
 
 @dataclass
 class RealNVPConfig:
@@ -417,6 +485,14 @@ class GymDataConfig:
                                  "(statistics saved in checkpoints)")
     video: bool = opt(True, "write episode.gif of one deterministic evaluation episode at the end "
                       "(needs the env's rgb_array rendering; pygame for classic control)", trajectory=False)
+
+    def check(self, cfg: "Config") -> None:
+        if getattr(cfg.objective, "norm_adv", False) and min(self.minibatch_size,
+                                                              self.num_envs * self.rollout_steps) < 2:
+            raise Invalid("data.minibatch_size", f"objective.norm_adv normalises advantages by their spread over a "
+                                                 f"minibatch, which needs at least 2 samples (data.minibatch_size = "
+                                                 f"{self.minibatch_size}, {self.num_envs * self.rollout_steps} per "
+                                                 f"rollout); raise it or set objective.norm_adv = false")
 
 
 @dataclass
@@ -501,3 +577,46 @@ VARIANTS: dict[str, dict[str, type]] = {
 # (Single keys inside other sections say so themselves: opt(..., trajectory=False).)
 NON_TRAJECTORY = ("description", "run.", "eval.", "checkpoint.", "log.", "data.cache_dir",
                   "train.threads", "train.compile", "distributed.")
+
+
+# What each kind of data trains with: data.name -> (models, objectives). A "module:function" of the
+# user's own fits anywhere. The paradigm builders (trainwell/paradigms) assume these pairs.
+ARRAYS = ("sklearn", "image_folder", "table")
+PAIRS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "text": (("gpt", "encoder"), ("lm", "mlm")),
+    "gym": (("actor_critic",), ("ppo",)),
+    "replay": (("mlp",), ("dqn",)),
+    **{name: (("mlp", "cnn", "hf", "embed_cnn", "realnvp"), ("classify", "regress", "density", "simclr"))
+       for name in ARRAYS},
+}
+# objectives on in-memory samples that need one particular kind of model
+OBJECTIVE_MODELS = {"density": ("realnvp",), "simclr": ("embed_cnn",), "classify": ("mlp", "cnn", "hf"),
+                    "regress": ("mlp", "cnn", "hf"), "lm": ("gpt",), "mlm": ("encoder", "gpt")}
+BLOCK_MODELS = ("gpt", "encoder")  # the shipped models made of transformer blocks (activation checkpointing)
+
+
+def check_combination(cfg: Config) -> None:
+    data, model, objective = cfg.data.name, cfg.model.name, cfg.objective.name
+    own = lambda name: ":" in name  # noqa: E731  (an import path: the user's own, anything goes)
+    if data in PAIRS:
+        models, objectives = PAIRS[data]
+        if not own(model) and model not in models and model != "python":
+            raise Invalid("model.name", f"data.name = '{data}' trains {' or '.join(models)} models, not "
+                                        f"model.name = '{model}' (or name a 'module:function' of your own)")
+        if not own(objective) and objective not in objectives and objective != "python":
+            raise Invalid("objective.name", f"data.name = '{data}' trains with objective.name = "
+                                            f"{' or '.join(repr(o) for o in objectives)}, not '{objective}'")
+        wanted = OBJECTIVE_MODELS.get(objective)
+        if wanted and not own(model) and model not in wanted and data not in ("gym", "replay"):
+            raise Invalid("model.name", f"objective.name = '{objective}' needs model.name = "
+                                        f"{' or '.join(repr(m) for m in wanted)} (or a 'module:function' of your "
+                                        f"own), not '{model}'")
+    if model == "hf" and not (data == "table" and getattr(cfg.data, "text", "")):
+        raise Invalid("data.text", "model.name = 'hf' classifies text: use data.name = 'table' with data.text set to "
+                                   "the text column")
+    if data in ARRAYS and getattr(cfg.data, "text", "") and model != "hf":
+        raise Invalid("model.name", f"data.text = '{cfg.data.text}' holds text samples, which need model.name = "
+                                    f"'hf' (a Hugging Face model folder), not '{model}'")
+    if cfg.train.activation_checkpointing and not own(model) and model not in BLOCK_MODELS and model != "python":
+        raise Invalid("train.activation_checkpointing", f"train.activation_checkpointing recomputes transformer "
+                                                        f"blocks; model.name = '{model}' has none — set it to 0")

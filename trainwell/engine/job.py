@@ -37,6 +37,15 @@ class Job:
     extra_evals: dict[str, list[dict[str, torch.Tensor]]] = field(default_factory=dict)  # name -> batches
 
 
+def total_steps(cfg: Any, job: Job) -> int:
+    """Optimizer steps of the whole run: the Job's own count (RL), train.epochs, or train.steps."""
+    if job.total_steps:
+        return job.total_steps
+    if cfg.train.epochs:
+        return max(1, cfg.train.epochs * job.batches_per_epoch // cfg.train.grad_accum)
+    return cfg.train.steps
+
+
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 

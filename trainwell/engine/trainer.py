@@ -15,29 +15,28 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from trainwell import checkpoint as ckpt
 from trainwell.checkpoint.rng import RNGState
 from trainwell.config import Config, config_hash, to_toml, trajectory_items
-from trainwell.engine.job import Job, to_device
+from trainwell.engine.job import Job, to_device, total_steps
 from trainwell.engine.optim import build_optimizer, lr_factor, set_lr
 from trainwell.engine.peak import peak_flops
+from trainwell.engine.plan import admit, build_guard
 from trainwell.engine.precision import Precision
 from trainwell.engine.prepare import prepare_model
 from trainwell.engine.restore import check_fits, does_not_fit, newest_valid
-from trainwell.engine.state import LoopState
+from trainwell.engine.state import LoopState, seed_everything
 from trainwell.engine.strategy import choose
 from trainwell.engine.wrap import apply_activation_checkpointing
-from trainwell.errors import CheckpointError, ConfigError, TrainingDiverged, TrainwellError
+from trainwell.errors import CheckpointError, ConfigError, TrainingDiverged, TrainwellError, unexpected
 
 Build = Callable[[Config, torch.device], Job]  # the paradigm's builder: (config, device) -> Job
 
@@ -73,6 +72,11 @@ class Trainer:
             self._build()
             self.restored_from = self._restore(resume, branch_from)
             self._open_run_dir(recipe_name, resume)
+        except Exception as e:
+            self.close(e)
+            if isinstance(e, TrainwellError):
+                raise
+            raise unexpected(e, "setting up the run", self.run_dir) from e
         except BaseException as e:
             self.close(e)
             raise
@@ -85,13 +89,17 @@ class Trainer:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         seed_everything(cfg.train.seed)
-        self.job = job = self.build(cfg, self.device)  # model + source + objective + evaluation
-        self.precision = Precision(cfg.train.precision, self.device)
-        # pretrained weights, then full fine-tuning / freezing / LoRA / QLoRA (trainwell/adapters)
-        self.adapted, self.notes = prepare_model(cfg, job.model, self.precision.dtype)
+        with build_guard(cfg, self.device) as built:  # weights that cannot fit stop the build before they are written
+            self.job = job = self.build(cfg, self.device)  # model + source + objective + evaluation
+            self.precision = Precision(cfg.train.precision, self.device)
+            # pretrained weights, then full fine-tuning / freezing / LoRA / QLoRA (trainwell/adapters)
+            self.adapted, self.notes = prepare_model(cfg, job.model, self.precision.dtype)
         job.facts.update(self.adapted.facts())
         if cfg.train.activation_checkpointing:
             apply_activation_checkpointing(job.model, cfg.train.activation_checkpointing)
+        # the step's memory, measured on fake tensors, against what is free: before the optimizer
+        # state and the activations exist (a run that cannot fit stops here with one sentence)
+        self.plan = admit(cfg, job, self.precision, s, self.device, built, self.notes)
         self.step_model = s.wrap(job, cfg)  # compiled, or DDP / FSDP2 with this rank's data slice
         self.optimizer = build_optimizer(job.model, cfg.optim, self.device)  # after FSDP: over the shards
         self.loop = LoopState()
@@ -387,20 +395,6 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def total_steps(cfg: Config, job: Job) -> int:
-    if job.total_steps:
-        return job.total_steps
-    if cfg.train.epochs:
-        return max(1, cfg.train.epochs * job.batches_per_epoch // cfg.train.grad_accum)
-    return cfg.train.steps
 
 
 def reached(cfg: Config, metrics: dict[str, float]) -> bool:

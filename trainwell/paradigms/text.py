@@ -18,7 +18,7 @@ from trainwell.data.text import bits_per_char, load_text
 from trainwell.data.windows import TokenWindows, eval_batches
 from trainwell.engine.generate import sample_text
 from trainwell.engine.job import Job
-from trainwell.errors import ConfigError
+from trainwell.errors import ConfigError, DataError
 from trainwell.models.gpt import GPT, gpt_flops_per_token
 from trainwell.models.registry import build_model, is_import_path
 from trainwell.objectives import resolve
@@ -33,6 +33,10 @@ def text_job(cfg: Config, device: torch.device) -> Job:
         raise ConfigError("data.replay_fraction and eval.retain use the pretraining text of train.init_from; "
                           "set train.init_from to a checkpoint of a text run (or turn them off).")
     corpus = load_text(data, vocab=pre.vocab if pre is not None else None)
+    for split, tokens in (("training", corpus.train), ("validation", corpus.val)):
+        if len(tokens) < data.context + 2:
+            raise DataError(f"the {split} split has only {len(tokens)} characters, fewer than one sequence of "
+                            f"data.context = {data.context}; lower data.context or use more text.")
     masked = cfg.objective.name == "mlm"
     # MLM adds one id, the mask token, after the corpus vocabulary.
     model = build_model(cfg.model, vocab_size=corpus.vocab_size + masked, context=data.context)
