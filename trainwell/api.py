@@ -20,13 +20,17 @@ from trainwell.errors import ConfigError, TrainwellError
 
 
 def trainer(recipe: str | Config = "default", overrides: Sequence[str] = (), *, run_dir: str | Path | None = None,
-            resume: str | Path | None = None, branch_from: str | Path | None = None) -> Any:
+            resume: str | Path | None = None, branch_from: str | Path | None = None,
+            chain: tuple[str, ...] = ()) -> Any:
     """A built :class:`~trainwell.engine.trainer.Trainer` for a recipe: call ``.fit(n)`` as often as
-    needed (the state stays in memory), then ``.finish()`` and ``.close()`` (or use it in a ``with``)."""
+    needed (the state stays in memory), then ``.finish()`` and ``.close()`` (or use it in a ``with``).
+    Starting points named ``recipe:NAME`` are trained first (paradigms/stages.py; ``chain``: the stages
+    being trained for this one)."""
     from trainwell.engine.state import has_checkpoints, new_run_dir
     from trainwell.engine.trainer import Trainer
     from trainwell.inference import run_config
     from trainwell.paradigms import build_job
+    from trainwell.paradigms.stages import resolve_starting_points
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and resume is None:  # started by torchrun with several processes
         if run_dir is None:
@@ -38,6 +42,7 @@ def trainer(recipe: str | Config = "default", overrides: Sequence[str] = (), *, 
         cfg, target, name = run_config(Path(resume), overrides), Path(resume), Path(resume).name
     else:
         cfg = recipe if isinstance(recipe, Config) else load_config(recipe, list(overrides))
+        cfg = resolve_starting_points(cfg, train, chain)
         name = cfg.run.name or (Path(recipe).stem if isinstance(recipe, str) else "run")
         target = new_run_dir(cfg, str(run_dir) if run_dir else None, name)
     return Trainer(cfg, target, build_job, resume=resume is not None,
@@ -45,9 +50,9 @@ def trainer(recipe: str | Config = "default", overrides: Sequence[str] = (), *, 
 
 
 def train(recipe: str | Config = "default", overrides: Sequence[str] = (), *, run_dir: str | Path | None = None,
-          resume: str | Path | None = None, branch_from: str | Path | None = None) -> Any:
+          resume: str | Path | None = None, branch_from: str | Path | None = None, chain: tuple[str, ...] = ()) -> Any:
     """Train a recipe (name, .toml path or a Config) and return a RunResult (run_dir, summary, samples)."""
-    with trainer(recipe, overrides, run_dir=run_dir, resume=resume, branch_from=branch_from) as t:
+    with trainer(recipe, overrides, run_dir=run_dir, resume=resume, branch_from=branch_from, chain=chain) as t:
         t.fit()
         return t.finish()
 

@@ -73,3 +73,46 @@ def build_hf(cfg: Any, *, out_features: int, **_: object) -> HFClassifier:
             str(folder), local_files_only=True))
     pad = encoder.config.pad_token_id
     return HFClassifier(encoder, 0 if pad is None else int(pad), out_features, cfg.pooling, cfg.dropout)
+
+
+class HFCausalLM(nn.Module):
+    """A Hugging Face causal LM from a local folder as a plain ``(B, T) ids -> (B, T, vocab) logits``
+    module, plus ``features`` / ``lm_head`` / ``width`` so reward and value heads fit on it
+    (trainwell/models/heads.py).
+
+    No attention mask is passed: trainwell right-pads training sequences, and in a causal model a
+    real token never attends to the padding after it (positions count from the first token).
+    """
+
+    def __init__(self, lm: nn.Module):
+        super().__init__()
+        self.lm = lm
+        config = lm.config
+        self.context = int(getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", 1 << 30))
+
+    @property
+    def width(self) -> int:
+        return int(self.lm.config.hidden_size)
+
+    @property
+    def lm_head(self) -> nn.Module:
+        return self.lm.get_output_embeddings()
+
+    def features(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, T) -> (B, T, width): the base model's last hidden state (after its final norm)."""
+        return self.lm.base_model(input_ids=ids).last_hidden_state
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.lm(input_ids=ids).logits
+
+
+def build_hf_causal(cfg: Any, **_: object) -> HFCausalLM:
+    transformers = need_transformers()
+    folder = check_folder(cfg.path)
+    if cfg.pretrained:
+        lm = transformers.AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True)
+    else:
+        lm = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.from_pretrained(
+            str(folder), local_files_only=True))
+    lm.config.use_cache = False  # training forwards; generation runs its own loop (engine/generate.py)
+    return HFCausalLM(lm)
