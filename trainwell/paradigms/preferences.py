@@ -190,7 +190,7 @@ def pairs_job(cfg: Config, device: torch.device) -> Job:
         objective = partial(reward_loss, center_coef=o.center_coef)
         refs: tuple[Any, Any] = (None, None)
         best, mode, sample = "val/accuracy", "max", None
-        samples = reward_samples(held, ec, er, device, autocast)
+        samples = reward_samples(held[:d.eval_samples], ec, er, device, autocast)
     else:
         model = body.to(device)
         refs, reference = dpo_reference(cfg, model, vocab_size, device, autocast, (tc, tr), (ec, er))
@@ -232,10 +232,10 @@ def dpo_reference(cfg: Config, model: torch.nn.Module, vocab_size: int, device: 
 
 def reward_samples(rows: list[dict[str, Any]], chosen: Sequences, rejected: Sequences, device: torch.device,
                    autocast: Callable[[], Any]) -> Callable[[torch.nn.Module], list[str]] | None:
-    """Job.eval_samples for a reward model: its scores of the first held-out pairs."""
+    """Job.eval_samples for a reward model: its scores of the held-out pairs ``rows`` (the first of the eval set)."""
     from trainwell.objectives.reward import last_token_scores
 
-    n = min(4, len(rows))
+    n = len(rows)
     if not n:
         return None
 
