@@ -152,6 +152,24 @@ def hf_gpt2(tmp_path_factory) -> Path:
     return folder
 
 
+def test_hugging_face_causal_lm_samples_in_batches_with_its_own_cache(hf_gpt2):
+    """Left-padded rows of mixed lengths, a stop token, windows cut at the context: the cached batch
+    gives what one full forward per token gives."""
+    from trainwell.engine.generate import generate
+    from trainwell.models.hf import build_hf_causal
+    from trainwell.config import load_config
+
+    model = build_hf_causal(load_config("code_sft", ["model.name=hf_causal", f"model.path={json.dumps(str(hf_gpt2))}"])
+                            .model).eval()
+    prompts = [[5, 6, 7], list(range(20, 41)), [9]]
+    cached = generate(model, prompts, max_new_tokens=70, temperature=0)  # 21 + 70 > 64: cut and rebuilt
+    plain = generate(model, prompts, max_new_tokens=70, temperature=0, use_cache=False)
+    assert cached.ids == plain.ids and cached.rebuilds >= 1
+    stop = cached.ids[1][5]
+    assert generate(model, prompts, max_new_tokens=20, temperature=0, stop_ids=[stop]).ids == \
+        generate(model, prompts, max_new_tokens=20, temperature=0, stop_ids=[stop], use_cache=False).ids
+
+
 def test_hugging_face_causal_lm_sft_then_dpo_with_lora_adapters_as_the_reference(tmp_path, pref, hf_gpt2):
     hf = dict(model__name="hf_causal", model__path=str(hf_gpt2), train__init_from="")
     sft = trainwell.train("code_sft", pref("sft", **hf), run_dir=tmp_path / "sft")

@@ -8,6 +8,7 @@ tokenizer (``model.name = "hf_causal"``).
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Iterable
 
 import torch
@@ -85,8 +86,6 @@ def starting_copy(cfg: Config, body: torch.nn.Module, vocab_size: int) -> torch.
     """A frozen copy of the model the run starts from: rebuilt from train.init_from, or (a Hugging Face
     folder, a model that builds pretrained) a copy of the model as built."""
     if cfg.train.init_from:
-        from pathlib import Path
-
         from trainwell.engine.prepare import init_weights
 
         ref = build_lm(cfg, vocab_size)
@@ -97,3 +96,46 @@ def starting_copy(cfg: Config, body: torch.nn.Module, vocab_size: int) -> torch.
     for p in ref.parameters():
         p.requires_grad_(False)
     return ref
+
+
+def checkpoint_of(path: str, key: str) -> Path:
+    """A checkpoint folder as given, or the newest valid checkpoint of a run directory."""
+    from trainwell.engine.restore import newest_valid
+
+    p = Path(path).expanduser()
+    if (p / "manifest.json").is_file():
+        return p
+    if (p / "checkpoints").is_dir():
+        return newest_valid(p / "checkpoints", f"{key} = {path} names a run without a valid checkpoint.")
+    raise ConfigError(f"{key} = {path!r} is neither a checkpoint folder nor a run directory; pass "
+                      f"RUN/checkpoints/step-N, RUN, or recipe:NAME.")
+
+
+def load_stage_model(path: str, device: torch.device, key: str = "checkpoint") -> tuple[Config, torch.nn.Module, Tokenizer]:
+    """(config, model, tokenizer) of a preference-stage run's checkpoint (or run directory): the run's own
+    model (an LM, a reward model, a policy with a value head) rebuilt from its config.toml, with its
+    starting weights and adapters, then the checkpoint; frozen, in eval mode, on ``device``. For a policy,
+    ``getattr(model, "policy", model)`` is the language model."""
+    from trainwell import checkpoint as ckpt
+    from trainwell.config import load_config
+    from trainwell.engine.prepare import prepare_model
+    from trainwell.models.heads import PolicyValue, ScalarHead
+
+    point = checkpoint_of(path, key)
+    config_file = point.parents[1] / "config.toml"
+    if not config_file.is_file():
+        raise ConfigError(f"{key} = {path}: {point.parents[1]} has no config.toml, so its model cannot be rebuilt.")
+    cfg = load_config(str(config_file))
+    if cfg.model.name == "gpt" and not cfg.train.init_from:
+        raise ConfigError(f"{key} = {path}: that GPT was trained from scratch, so its character vocabulary is not "
+                          f"recorded; start preference stages from a text run (train.init_from).")
+    tok, vocab_size = make_tokenizer(cfg, [])
+    body = build_lm(cfg, vocab_size)
+    kind = getattr(cfg.objective, "name", "")
+    model = ScalarHead(body) if kind == "reward" else PolicyValue(body) if kind == "ppo_lm" else body
+    adapted, _ = prepare_model(cfg, model, None)  # its own starting weights and adapters, then its training
+    adapted.load_state_dict(ckpt.load_entry(point, "model"))
+    model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return cfg, model, tok

@@ -138,17 +138,33 @@ def rows_of(seq: Sequences) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]
 # --------------------------------------------------------------------------- pairs: reward model, DPO
 
 
-def pairs_of(chosen: Sequences, rejected: Sequences, ref: tuple[torch.Tensor, torch.Tensor] | None = None
+def pairs_of(chosen: Sequences, rejected: Sequences,
+             ref: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None
              ) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
-    """Batches of B pairs as 2B rows: the chosen completions, then the rejected ones (one forward for both)."""
+    """Batches of B pairs as 2B rows: the chosen completions, then the rejected ones (one forward for both);
+    ``ref()``: the precomputed reference log-probs of every (chosen, rejected) row."""
     def collate(idx: torch.Tensor) -> dict[str, torch.Tensor]:
         width = int(max(chosen.lengths[idx].max(), rejected.lengths[idx].max()))
         c, r = chosen.take(idx, width), rejected.take(idx, width)
         batch = {k: torch.cat([a, b]) for k, a, b in zip(("ids", "mask", "lengths"), c, r)}
         if ref is not None:
-            batch["ref_logp"] = torch.cat([ref[0][idx], ref[1][idx]])
+            ref_c, ref_r = ref()
+            batch["ref_logp"] = torch.cat([ref_c[idx], ref_r[idx]])
         return batch
     return collate
+
+
+class Once:
+    """A value computed on first use, then kept (the function and what it holds are dropped)."""
+
+    def __init__(self, fn: Callable[[], Any]):
+        self.fn: Callable[[], Any] | None = fn
+        self.value: Any = None
+
+    def __call__(self) -> Any:
+        if self.fn is not None:
+            self.value, self.fn = self.fn(), None
+        return self.value
 
 
 @torch.no_grad()
@@ -210,7 +226,9 @@ def pairs_job(cfg: Config, device: torch.device) -> Job:
 def dpo_reference(cfg: Config, model: torch.nn.Module, vocab_size: int, device: torch.device,
                   autocast: Callable[[], Any], train: tuple[Sequences, Sequences], held: tuple[Sequences, Sequences]
                   ) -> tuple[tuple[Any, Any], Callable[[dict[str, torch.Tensor]], torch.Tensor] | None]:
-    """((train, eval) precomputed reference log-probs or Nones, the reference for the objective or None)."""
+    """((train, eval) precomputed reference log-probs as callables, or Nones; the reference for the objective
+    or None). The training pairs' log-probs are computed at the first batch (not when ``trainwell eval`` or
+    ``generate`` build the job), the held-out ones now."""
     how = cfg.objective.reference
     if how == "adapters":
         if cfg.adapter.method == "none":
@@ -225,9 +243,10 @@ def dpo_reference(cfg: Config, model: torch.nn.Module, vocab_size: int, device: 
     ref = starting_copy(cfg, model, vocab_size).to(device)
     if how == "model":
         return (None, None), lambda batch: sequence_logps(ref, batch["ids"], batch["mask"])
-    # precomputed: the copy is dropped when this returns, only its log-probs stay
-    pre = tuple(tuple(all_logps(ref, s, device, autocast) for s in pair) for pair in (train, held))
-    return pre, None  # type: ignore[return-value]
+    # precomputed: the copy is dropped once both are computed, only its log-probs stay
+    held_ref = tuple(all_logps(ref, s, device, autocast) for s in held)
+    train_ref = Once(lambda: tuple(all_logps(ref, s, device, autocast) for s in train))
+    return (train_ref, lambda: held_ref), None
 
 
 def reward_samples(rows: list[dict[str, Any]], chosen: Sequences, rejected: Sequences, device: torch.device,

@@ -10,7 +10,6 @@ directory): it reads ``prompt + completion`` with its own tokenizer and scores t
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -35,50 +34,19 @@ def reward_function(name: str, key: str) -> tuple[str, RewardFn]:
                       f"'module:function' of your own.")
 
 
-def checkpoint_of(path: str, key: str) -> Path:
-    """A checkpoint folder as given, or the newest valid checkpoint of a run directory."""
-    from trainwell.engine.restore import newest_valid
-
-    p = Path(path).expanduser()
-    if (p / "manifest.json").is_file():
-        return p
-    if (p / "checkpoints").is_dir():
-        return newest_valid(p / "checkpoints", f"{key} = {path} names a run without a valid checkpoint.")
-    raise ConfigError(f"{key} = {path!r} is neither a checkpoint folder nor a run directory; pass "
-                      f"RUN/checkpoints/step-N, RUN, or recipe:NAME.")
-
-
 def load_reward_model(path: str, device: torch.device, key: str = "objective.reward_model") -> RewardFn:
     """A reward function that scores with the reward model in ``path`` (frozen, on ``device``)."""
-    from trainwell import checkpoint as ckpt
-    from trainwell.config import load_config
-    from trainwell.engine.prepare import prepare_model
-    from trainwell.models.heads import ScalarHead
-    from trainwell.paradigms.lm import build_lm, make_tokenizer
+    from trainwell.paradigms.lm import load_stage_model
 
-    point = checkpoint_of(path, key)
-    config_file = point.parents[1] / "config.toml"
-    if not config_file.is_file():
-        raise ConfigError(f"{key} = {path}: {point.parents[1]} has no config.toml, so the reward model cannot be rebuilt.")
-    cfg = load_config(str(config_file))
+    cfg, model, tok = load_stage_model(path, device, key)
     if getattr(cfg.objective, "name", "") != "reward":
         raise ConfigError(f"{key} = {path} was trained with objective '{cfg.objective.name}', not a reward model; "
                           f"train one with the code_reward recipe (objective.name = 'reward').")
-    tok, vocab_size = make_tokenizer(cfg, [])
-    model = ScalarHead(build_lm(cfg, vocab_size))
-    adapted, _ = prepare_model(cfg, model, None)  # its own starting weights and adapters, then its training
-    adapted.load_state_dict(ckpt.load_entry(point, "model"))
-    model.to(device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
     context = min(int(cfg.data.context), int(getattr(model, "context", cfg.data.context)))
 
     @torch.no_grad()
     def score(prompts: list[str], completions: list[str], **_: Any) -> list[float]:
-        seqs = []
-        for p, c in zip(prompts, completions):
-            ids = tok.encode(p + c)[-context:] if c else tok.encode(p)[-context:]
-            seqs.append(ids or [tok.pad_id])
+        seqs = [tok.encode(p + c)[-context:] or [tok.pad_id] for p, c in zip(prompts, completions)]
         out: list[float] = []
         for s in range(0, len(seqs), 64):
             chunk = seqs[s:s + 64]
