@@ -26,7 +26,8 @@ Writes bench/preferences.png (gold reward vs KL for every method; proxy and gold
 without the penalty: over-optimisation) and prints the tables of bench/RESULTS.md. Every stage is reused
 when its output is already in WORK, so an interrupted invocation continues.
 
-    python bench/preferences.py [--work runs/bench-preferences] [--tau 0.1] [--eval-samples 2]
+    python bench/preferences.py [--work runs/bench-preferences] [--size default|small] [--tau 0.1]
+                                [--pretrain-steps 0] [--eval-samples 2] [--methods dpo,ppo,...]
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ def sets(values: dict[str, object]) -> list[str]:
     return [a for k, v in values.items() for a in ("--set", f"{k}={json.dumps(v)}")]
 
 
+THREADS = {"train.threads": 0}  # --threads: torch threads of every stage (not part of what is trained)
+
+
 def train_stage(work: Path, name: str, recipe: str, values: dict[str, object]) -> Path:
     """`trainwell train RECIPE --run-dir WORK/name` (resumed if interrupted, skipped if finished)."""
     run = work / name
@@ -75,7 +79,8 @@ def train_stage(work: Path, name: str, recipe: str, values: dict[str, object]) -
         return run
     started = (run / "checkpoints").is_dir() and any((run / "checkpoints").iterdir())
     cmd = [sys.executable, "-m", "trainwell", "train"]
-    cmd += ["--resume", str(run)] if started else [recipe, "--run-dir", str(run), *sets(values)]
+    cmd += ["--resume", str(run), *sets(THREADS)] if started else [recipe, "--run-dir", str(run),
+                                                                  *sets({**values, **THREADS})]
     t0 = time.perf_counter()
     print(f"[{name}] {' '.join(cmd[3:])}", flush=True)
     out = subprocess.run(cmd, capture_output=True, text=True)
@@ -218,9 +223,9 @@ def plot(results: dict, out: Path) -> None:
     bon = results["bon"]
     a.plot([r["kl"] for r in bon], [r["gold"] for r in bon], "k--o", ms=3, label=LABELS["bon"])
     a.plot([r["kl"] for r in bon], [r["gold_oracle"] for r in bon], ":", color="grey", label=LABELS["bon_gold"])
-    for n_mark in (16,):
-        r = next(x for x in bon if x["n"] == n_mark)
-        a.annotate(f"n={n_mark}", (r["kl"], r["gold"]), textcoords="offset points", xytext=(4, -10), fontsize=8)
+    for r in bon:
+        if r["n"] in (4, 16, 64):
+            a.annotate(f"n={r['n']}", (r["kl"], r["gold"]), textcoords="offset points", xytext=(4, -10), fontsize=8)
     for m in METHODS:
         pts = results.get(m)
         if pts:
@@ -259,10 +264,17 @@ def main() -> None:
     ap.add_argument("--bon", type=int, default=64, help="largest n of best-of-n (a power of 2)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--size", choices=("default", "small"), default="default",
+                    help="default: the recipes' GPT (4 layers x 128); small: 2 layers x 64 (an eighth of the compute)")
+    ap.add_argument("--pretrain-steps", type=int, default=0, help="steps of the `default` pretraining (0 = the "
+                    "recipe's 1,800)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads per process (0 = torch's default)")
     ap.add_argument("--quick", action="store_true", help="a 2 x 32 model and a tenth of the steps: checks the "
                     "pipeline in minutes; its numbers mean nothing")
     args = ap.parse_args()
     quick = {"model.n_layer": 2, "model.n_head": 2, "model.n_embd": 32} if args.quick else {}
+    if args.size == "small" and not args.quick:
+        quick = {"model.n_layer": 2, "model.n_head": 4, "model.n_embd": 64}
     if args.quick:
         args.train_prompts, args.bon = min(args.train_prompts, 400), min(args.bon, 8)
         for _, values in METHODS.values():
@@ -270,11 +282,13 @@ def main() -> None:
             values["checkpoint.every"] = max(2, int(values["checkpoint.every"]) // 10)
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(os.cpu_count() or 1)
+    THREADS["train.threads"] = args.threads
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
     t0 = time.perf_counter()
 
     short = {"train.steps": 60, "eval.every": 30} if args.quick else {}
-    pre = train_stage(work, "default", "default", {"log.progress": "lines", **quick, **short})
+    steps = {"train.steps": args.pretrain_steps} if args.pretrain_steps else {}
+    pre = train_stage(work, "default", "default", {"log.progress": "lines", **quick, **steps, **short})
     sft_run = train_stage(work, "sft", "code_sft", {"train.init_from": str(pre), "log.progress": "lines", **quick,
                                                     **short})
     sft = Policy(sft_run)
@@ -315,7 +329,7 @@ def main() -> None:
         results[m] = points
         results_file.write_text(json.dumps(results, indent=1))
 
-    plot(results, ROOT / "bench" / "preferences.png")
+    plot(results, work / "preferences.png" if args.quick else ROOT / "bench" / "preferences.png")
     report(results, info, rm_summary, time.perf_counter() - t0)
 
 

@@ -207,3 +207,24 @@ def test_rollout_source_resumes_exactly_mid_epoch(stage, pref):
         "pref_rewards:spaces"], data__update_epochs=2, data__minibatch_size=2))
     last = assert_source_resumes_exactly(cfg, before=5, after=6)  # 5 = inside the 2nd rollout's epochs
     assert {"ids", "mask", "adv", "old_logp"} <= set(last)
+
+
+def test_checkpoint_names_match_across_the_heads_body_prefix():
+    """A plain LM's weights load into a reward model / policy-with-value-head (under `body.`) and back."""
+    from trainwell.config.schema import GPTConfig
+    from trainwell.engine.prepare import match_weights
+    from trainwell.models.gpt import GPT
+    from trainwell.models.heads import PolicyValue, ScalarHead
+
+    torch.manual_seed(0)
+    lm = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, context=8), vocab_size=11)
+    rm = ScalarHead(GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, context=8), vocab_size=11))
+    into = match_weights(lm.state_dict(), rm.state_dict())
+    assert set(into) == {k for k in rm.state_dict() if k.startswith("body.")}  # the head starts fresh
+    assert torch.equal(into["body.blocks.0.attn.qkv.weight"], lm.blocks[0].attn.qkv.weight)
+    policy = PolicyValue(GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, context=8), vocab_size=11))
+    back = match_weights(policy.state_dict(), lm.state_dict())
+    assert set(back) == set(lm.state_dict())
+    ids = torch.randint(0, 11, (2, 5))
+    lm.load_state_dict(back)
+    assert torch.equal(lm(ids), policy(ids)[0])

@@ -14,7 +14,7 @@ trainwell/objectives (sft, reward, dpo, grpo, ppo_lm); the rollout source is tra
 
 The frozen reference (DPO, PPO, GRPO) is a copy of the starting model (built again from
 ``train.init_from``, so a resumed run gets the very same one), DPO's log-probs of every pair under it
-computed once when the run is built, or - with LoRA - the same model with its adapters switched off.
+computed once (then the copy is dropped), or - with LoRA - the same model with its adapters switched off.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def cut_text(tok: Tokenizer, ids: list[int], stop: Iterable[str]) -> str:
     return text[:cut]
 
 
-def text_sampler(policy: torch.nn.Module, tok: Tokenizer) -> Callable[..., list[str]]:
+def text_sampler(tok: Tokenizer) -> Callable[..., list[str]]:
     """Job.sample: ``trainwell generate`` and the samples at the end of a run."""
     def sample(model: torch.nn.Module, prompt: str, n: int, length: int, temperature: float, top_k: int,
                seed: int, stop: tuple[str, ...] = ()) -> list[str]:
@@ -124,7 +124,7 @@ def sft_job(cfg: Config, device: torch.device) -> Job:
     return Job(model=model, source=source, objective=sft_loss,
                eval_batches=fixed_batches(len(held), cfg.train.batch_size, rows_of(eval_seq), cfg.eval.batches),
                units="tokens", batches_per_epoch=source.batches_per_epoch(),
-               facts=facts_of(model, info, vocab_size, completions_cut=cut), sample=text_sampler(model, tok),
+               facts=facts_of(model, info, vocab_size, completions_cut=cut), sample=text_sampler(tok),
                encode=tok.encode, decode=tok.decode, eval_samples=completion_samples(cfg, held, tok, autocast))
 
 
@@ -213,7 +213,7 @@ def pairs_job(cfg: Config, device: torch.device) -> Job:
         objective = partial(dpo_loss, beta=o.beta, loss_type=o.loss_type, label_smoothing=o.label_smoothing,
                             reference=reference)
         best, mode = "val/loss", "min"
-        samples, sample = completion_samples(cfg, held, tok, autocast), text_sampler(model, tok)
+        samples, sample = completion_samples(cfg, held, tok, autocast), text_sampler(tok)
         extra["reference"] = o.reference
     source = RowBatches(len(train), cfg.train.batch_size, cfg.train.seed, pairs_of(tc, tr, refs[0]), what="pairs")
     evals = fixed_batches(len(held), cfg.train.batch_size, pairs_of(ec, er, refs[1]), cfg.eval.batches)
@@ -340,7 +340,7 @@ def prompts_job(cfg: Config, device: torch.device) -> Job:
                                   autocast, temperature, device)
     return Job(model=model, source=source, objective=objective, eval_batches=[], units="tokens",
                batches_per_epoch=source.updates_per_rollout(), evaluate=evaluation, train_metrics=source.rollout_stats,
-               best_metric="val/reward", best_mode="max", sample=text_sampler(model, tok), encode=tok.encode,
+               best_metric="val/reward", best_mode="max", sample=text_sampler(tok), encode=tok.encode,
                decode=tok.decode, eval_samples=evaluation.samples if d.eval_samples else None,
                facts=facts_of(model, info, vocab_size, reference=how,
                               rewards=[n for n, _ in score.fns] + [n for n, _ in extra_eval]))
