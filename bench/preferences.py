@@ -52,13 +52,14 @@ from trainwell.data.code_tasks import stdlib_rows, valid_fraction  # noqa: E402
 # method -> (recipe, --set overrides): every policy starts from WORK/sft; checkpoints every `every` steps
 METHODS: dict[str, tuple[str, dict[str, object]]] = {
     "dpo": ("code_dpo", {"train.steps": 400, "checkpoint.every": 40, "objective.beta": 0.1}),
-    "ppo": ("code_ppo", {"train.steps": 600, "checkpoint.every": 60, "objective.kl_coef": 0.05}),
+    "ppo": ("code_ppo", {"train.steps": 600, "checkpoint.every": 60, "objective.kl_coef": 0.05, "optim.lr": 1e-4}),
     "ppo_nokl": ("code_ppo", {"train.steps": 600, "checkpoint.every": 60, "objective.kl_coef": 0.0,
-                              "objective.reference": "model"}),
+                              "objective.reference": "model", "optim.lr": 1e-4}),
     "grpo_rm": ("code_grpo", {"train.steps": 300, "checkpoint.every": 30, "objective.beta": 0.04,
-                              "objective.reward_funcs": []}),
+                              "objective.reward_funcs": [], "optim.lr": 1e-4}),
     "grpo_gold": ("code_grpo", {"train.steps": 300, "checkpoint.every": 30, "objective.beta": 0.04,
-                                "objective.reward_funcs": ["code_valid"], "objective.reward_model": ""}),
+                                "objective.reward_funcs": ["code_valid"], "objective.reward_model": "",
+                                "optim.lr": 1e-4}),
 }
 LABELS = {"sft": "SFT", "bon": "best-of-n (reward model)", "bon_gold": "best-of-n (gold, oracle)",
           "dpo": "DPO", "ppo": "PPO, KL penalty 0.05", "ppo_nokl": "PPO, no KL penalty",
