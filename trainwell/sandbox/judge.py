@@ -60,8 +60,19 @@ def died(reply: dict[str, Any]) -> str:
     return f"it exited with code {c} without answering"
 
 
-def judge_calls(reply: dict[str, Any], expected: list[Any]) -> Outcome:
-    """The outcome of a calls job whose i-th call should have returned ``expected[i]``."""
+def as_json(value: Any) -> Any:
+    """``value`` as JSON would hold it: tuples become lists (for expected values read from JSON files)."""
+    t = type(value)
+    if t is tuple or t is list:
+        return [as_json(v) for v in value]
+    if t is dict:
+        return {k: as_json(v) for k, v in value.items()}
+    return value
+
+
+def judge_calls(reply: dict[str, Any], expected: list[Any], json_like: bool = False) -> Outcome:
+    """The outcome of a calls job whose i-th call should have returned ``expected[i]``
+    (``json_like``: expected values came from JSON, so a returned tuple counts as a list)."""
     base = dict(output=reply.get("output", ""), seconds=float(reply.get("seconds", 0.0)), tests=len(expected))
     if "failure" in reply:
         return Outcome("error", reply["failure"], **base)
@@ -88,7 +99,7 @@ def judge_calls(reply: dict[str, Any], expected: list[Any]) -> Outcome:
                 first = first or ("error", f"call {i + 1}: the reply is not plain data")
                 continue
             outputs.append(value)
-            if plain.same(value, want):
+            if plain.same(as_json(value) if json_like else value, want):
                 good += 1
             elif first is None:
                 first = ("failed", f"call {i + 1}: returned {short(value)}, expected {short(want)}")
