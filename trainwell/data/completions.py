@@ -119,6 +119,14 @@ def load_rows(d: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[
                                 f"{len(rows)} rows leaves {len(train)} for training and {len(held)} for evaluation; "
                                 f"give data.eval_path or change data.eval_fraction.")
         source = {"path": str(Path(d.path).expanduser().resolve()), "eval_path": d.eval_path or "split"}
+    elif getattr(d, "builtin", "stdlib") == "exec_tasks":
+        from trainwell.data.exec_tasks import exec_rows
+
+        if d.eval_path or kind == "pairs":
+            raise DataError("data.builtin = 'exec_tasks' has prompt/completion rows (sft) and prompt rows with "
+                            "hidden tests (prompts), no pairs, and no data.eval_path (its held-out splits are built in).")
+        train, held = exec_rows()
+        source = {"builtin": "exec_tasks"}
     else:
         from trainwell.data.code_tasks import stdlib_rows
 
