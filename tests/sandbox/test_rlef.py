@@ -58,7 +58,7 @@ def exec_prompts(tmp_path_factory):
     for c in range(1, 9):
         for name in ("f", "g", "h"):
             rows.append({"prompt": f"def {name}(x):\n", "entry_point": name, "inputs": [[1], [2]],
-                         "outputs": [1 + c, 2 + c]})
+                         "outputs": [1 + c, 2 + c], "visible_inputs": [[0]], "visible_outputs": [c]})
     path = tmp_path_factory.mktemp("rlef") / "prompts.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -78,13 +78,14 @@ def test_rlef_recipes_run_tiny_with_the_sandbox_reward(recipe, tmp_path, pref, e
     assert all(-1.0 <= v <= 1.0 for v in values)
 
 
-def test_rollouts_with_execution_rewards_resume_exactly(pref, exec_prompts):
+@pytest.mark.parametrize("turns", [1, 2])
+def test_rollouts_with_execution_rewards_resume_exactly(turns, pref, exec_prompts):
     from sources import assert_source_resumes_exactly
 
     from trainwell.config import load_config
 
     cfg = load_config("code_exec_grpo", pref("grpo", data__path=str(exec_prompts), data__eval_fraction=0.2,
-                                             data__eval_rewards=[]))
+                                             data__eval_rewards=[], data__turns=turns, data__max_new_tokens=6))
     last = assert_source_resumes_exactly(cfg, before=2, after=2)
     assert "adv" in last
 
@@ -97,3 +98,50 @@ def test_builtin_exec_tasks_are_loaded_for_sft_and_prompts():
         train, held, info = load_rows(load_config(recipe, []).data)
         assert info["builtin"] == "exec_tasks" and len(train) == 2000 and len(held) == 200
         assert {"prompt", "completion", "entry_point", "inputs", "outputs"} <= set(train[0])
+
+
+def test_episodes_append_feedback_and_mask_it_out():
+    """A scripted policy: a wrong first attempt, the visible test's feedback, a right second one."""
+    import torch
+
+    from trainwell.rl.turns import episodes
+    from trainwell.sandbox.reward import execution_feedback
+
+    encode = lambda text: [ord(ch) for ch in text]  # noqa: E731
+    decode = lambda ids: "".join(map(chr, ids))  # noqa: E731
+    script = {1: "    return x\n", 2: "    return x + 3\n"}
+    seen = []
+
+    def sample(policy, prompts, generator):
+        seen.append([decode(p) for p in prompts])
+        return [encode(script[len(seen)]) for _ in prompts], [True] * len(prompts)
+
+    row = {"prompt": "def f(x):\n", "entry_point": "f", "inputs": [[5]], "outputs": [8],
+           "visible_inputs": [[1]], "visible_outputs": [4]}
+
+    def feedback(rows, texts):
+        cols = {k: [r[k] for r in rows] for k in rows[0] if k != "prompt"}
+        return execution_feedback([r["prompt"] for r in rows], texts, **cols)
+
+    ep = episodes(sample, None, [encode(row["prompt"])], [row], torch.Generator(), decode=decode, encode=encode,
+                  feedback=feedback, turns=3, context=200, budget=20)
+    assert ep.turns == [2] and ep.last == ["    return x + 3\n"]  # the second attempt passed: no third
+    assert seen[1] == ["def f(x):\n    return x\n# f(1) returned 1, expected 4\n"]
+    text = decode(ep.ids[0])
+    generated = "".join(ch for ch, m in zip(text, ep.masks[0]) if m)
+    assert generated == "    return x\n    return x + 3\n"  # the feedback is not the policy's
+    # no room for another attempt: the episode ends after the first
+    seen.clear()
+    ep = episodes(sample, None, [encode(row["prompt"])], [row], torch.Generator(), decode=decode, encode=encode,
+                  feedback=feedback, turns=3, context=40, budget=20)
+    assert ep.turns == [1] and len(seen) == 1
+
+
+def test_multi_turn_grpo_runs_tiny(tmp_path, pref, exec_prompts):
+    sets = pref("grpo", data__path=str(exec_prompts), data__eval_fraction=0.2, data__stop=["\n\n"],
+                data__turns=2, data__max_new_tokens=6, data__eval_rewards=[], train__steps=2, eval__every=2,
+                checkpoint__every=2, log__every=1)
+    res = trainwell.train("code_exec_grpo", sets, run_dir=tmp_path / "mt")
+    logged = [json.loads(line) for line in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
+    turns = [r["train/turns/mean"] for r in logged if "train/turns/mean" in r]
+    assert turns and all(1.0 <= t <= 2.0 for t in turns)

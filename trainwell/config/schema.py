@@ -627,6 +627,10 @@ class PromptDataConfig(CompletionDataConfig):
                             trajectory=False)
     eval_rewards: list[str] = opt([], "extra reward functions scored at evaluation only (never trained on), "
                                   "logged as val/rewards/<name>", trajectory=False)
+    turns: int = opt(1, "attempts per episode (RLEF's multi-turn episodes): after a failed attempt the feedback on "
+                     "the row's visible tests is appended and the policy tries again; the reward scores the last "
+                     "attempt (needs visible_inputs/visible_outputs columns, as data.builtin = 'exec_tasks' has)",
+                     min=1, max=8)
 
 
 @dataclass

@@ -13,7 +13,8 @@ says nothing about the operation). Three splits, so generalisation can be measur
     heldout_templates   templates never trained on (compositions of trained ones), any constant
 
 Each row is a task in the formats of ``trainwell execute`` (task_id, prompt, entry_point, inputs,
-outputs, canonical_solution) and of the preference stages (prompt; completion = the reference
+outputs, canonical_solution; visible_inputs/visible_outputs: the docstring's example, the feedback of
+multi-turn episodes) and of the preference stages (prompt; completion = the reference
 solution for SFT; every column is handed to the reward functions for GRPO/PPO). The hidden inputs are
 never the docstring's example. ``python -m trainwell.data.exec_tasks DIR`` writes the three as JSONL.
 """
@@ -73,6 +74,7 @@ def task(t: Template, c: int, name: str, rng: random.Random, split: str, n: int)
             inputs.append([x])
     return {"task_id": f"{split}/{n}/{tid}/{c}/{name}", "prompt": prompt, "entry_point": name,
             "inputs": inputs, "outputs": [fn(a[0], c) for a in inputs],
+            "visible_inputs": [[example]], "visible_outputs": [fn(example, c)],  # the docstring's example
             "canonical_solution": f"    {body.format(c=c)}\n", "completion": f"    {body.format(c=c)}\n\n",
             "template": tid, "split": split}
 

@@ -7,6 +7,8 @@ calling ``entry_point``, and returns CodeRL's shaped reward (Le et al. 2022):
     passed 1.0   failed -0.3   error / timeout -0.6   syntax_error -1.0
 
 ``execution_passed`` returns 1.0 / 0.0 (pass@1 as a metric: e.g. data.eval_rewards = ["execution_passed"]).
+``execution_feedback`` is the feedback of multi-turn episodes (data.turns > 1, trainwell/rl/turns.py):
+one comment line per attempt that fails the row's *visible* tests.
 
 All rows of a call run at once on one shared pool (one zygote per core, started on first use). Its
 limits come from the environment, since reward functions get no config: TRAINWELL_SANDBOX_TIMEOUT
@@ -23,7 +25,8 @@ import time
 from typing import Any
 
 from trainwell.errors import DataError
-from trainwell.sandbox.judge import Outcome
+from trainwell.sandbox import plain
+from trainwell.sandbox.judge import Outcome, as_json
 from trainwell.sandbox.pool import Limits, Sandbox
 from trainwell.sandbox.tasks import Task, run
 
@@ -67,13 +70,16 @@ def tasks_of(prompts: list[str], columns: dict[str, list[Any]]) -> list[Task]:
     return out
 
 
-def outcomes(prompts: list[str], completions: list[str], **columns: Any) -> list[Outcome]:
+def outcomes_of(tasks: list[Task], completions: list[str]) -> list[Outcome]:
     t0 = time.perf_counter()
-    tasks = tasks_of(prompts, columns)
     got = run(sandbox(), list(zip(tasks, completions)))
     stats["programs"] += len(got)
     stats["seconds"] += time.perf_counter() - t0
     return got
+
+
+def outcomes(prompts: list[str], completions: list[str], **columns: Any) -> list[Outcome]:
+    return outcomes_of(tasks_of(prompts, columns), completions)
 
 
 def execution(prompts: list[str], completions: list[str], **columns: Any) -> list[float]:
@@ -82,3 +88,38 @@ def execution(prompts: list[str], completions: list[str], **columns: Any) -> lis
 
 def execution_passed(prompts: list[str], completions: list[str], **columns: Any) -> list[float]:
     return [1.0 if o.passed else 0.0 for o in outcomes(prompts, completions, **columns)]
+
+
+# --------------------------------------------------------------------------- feedback for multi-turn episodes
+
+
+def note_of(task: Task, o: Outcome, width: int = 72) -> str | None:
+    """One comment line saying how an attempt failed its visible tests (None: it passed them)."""
+    if o.passed:
+        return None
+    if o.status == "failed" and task.inputs:
+        i = next((k for k, v in enumerate(o.outputs) if not plain.same(as_json(v), task.outputs[k])), 0)
+        args = ", ".join(repr(a) for a in task.inputs[i])
+        text = f"{task.entry_point}({args}) returned {o.outputs[i]!r}, expected {task.outputs[i]!r}"
+    elif o.status == "timeout":
+        text = "timed out"
+    else:
+        text = o.detail.split(": ", 1)[1] if o.detail.startswith("call ") else o.detail
+    return "# " + " ".join(text.split())[:width] + "\n"
+
+
+def execution_feedback(prompts: list[str], completions: list[str], **columns: Any) -> list[str | None]:
+    """Run each attempt on the row's visible tests (``visible_inputs`` + ``visible_outputs``, or a
+    ``visible_test`` with check(candidate)); a comment line for each failure, None for each pass.
+    The hidden tests (what the reward scores) are never shown."""
+    n = len(prompts)
+    if not (columns.get("visible_inputs") or columns.get("visible_test")):
+        raise DataError("multi-turn episodes (data.turns > 1) need visible tests in the prompt rows: "
+                        "'visible_inputs' and 'visible_outputs' columns, or 'visible_test'; data.builtin = "
+                        "'exec_tasks' has them.")
+    visible = {"inputs": columns.get("visible_inputs") or [None] * n,
+               "outputs": columns.get("visible_outputs") or [None] * n,
+               "test": columns.get("visible_test") or [None] * n, "entry_point": columns.get("entry_point")}
+    tasks = tasks_of(prompts, visible)
+    got = outcomes_of(tasks, completions)
+    return [note_of(t, o) for t, o in zip(tasks, got)]
