@@ -51,7 +51,8 @@ def test_execute_writes_results_and_prints_pass_at_k(tmp_path):
     rows = [json.loads(line) for line in results_path(samples).read_text().splitlines()]
     assert [r["passed"] for r in rows] == [True, False, False, True, False, False]
     assert [r["status"] for r in rows] == ["passed", "failed", "syntax_error", "passed", "failed", "timeout"]
-    assert rows[5]["result"] == "timed out" and rows[1]["result"].startswith("failed: failed:")
+    assert rows[5]["result"] == "timed out" and rows[1]["result"].startswith("failed: AssertionError at `assert candidate(1, 2) == 3`")
+    assert rows[2]["result"].startswith("failed: syntax_error: SyntaxError")
     assert rows[0]["completion"] == SAMPLES[0]["completion"]
 
 

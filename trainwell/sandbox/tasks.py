@@ -147,7 +147,8 @@ def result_text(o: Outcome) -> str:
         return "passed"
     if o.status == "timeout":
         return "timed out"
-    return f"failed: {o.status}: {o.detail}" if o.detail else f"failed: {o.status}"
+    what = "" if o.status == "failed" else f"{o.status}: "
+    return f"failed: {what}{o.detail}" if o.detail else f"failed: {o.status}"
 
 
 def results_path(samples: str | Path) -> Path:
