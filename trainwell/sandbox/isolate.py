@@ -9,8 +9,8 @@ Two steps:
   as the host has them), the Python installation, and /dev/null, zero, random, urandom, full -
   nothing of the host's home, /etc, /proc, /work, /tmp or the run directory; then that root
   is remounted read-only. The network namespace has only a loopback that is down.
-- :func:`enter_job` in each candidate's intermediate process: new PID and mount namespaces and a
-  fresh size-capped tmpfs on /tmp; :func:`drop_to` in the candidate itself: rlimits, no new
+- :func:`clone_job` per job (or, where no clone number is known, :func:`enter_job` in an intermediate
+  process): new PID and mount namespaces and a fresh size-capped tmpfs on /tmp; :func:`drop_to` in the candidate itself: rlimits, no new
   privileges, an unprivileged uid/gid without supplementary groups, an empty environment.
 """
 
@@ -45,6 +45,8 @@ PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
 
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
+SYS_CLONE = {"x86_64": 56, "aarch64": 220}
+SIGCHLD = 17
 
 DEVICES = ("null", "zero", "random", "urandom", "full")
 
@@ -144,12 +146,31 @@ def new_root(root: str) -> None:
     os.rmdir("/.old")
 
 
+def clone_job() -> int:
+    """fork() into new PID and mount namespaces at once (the child is PID 1 there): the raw clone
+    system call, as fork() without glibc's or Python's after-fork handlers - the zygote is
+    single-threaded, and a child that skips them (e.g. random's reseeding) only gets more
+    deterministic. Returns 0 in the child, its PID in the parent; -1 where no syscall number is known."""
+    number = SYS_CLONE.get(platform.machine())
+    if number is None:
+        return -1
+    pid = _libc.syscall(number, CLONE_NEWPID | CLONE_NEWNS | SIGCHLD, 0, 0, 0, 0)
+    if pid < 0:
+        e = ctypes.get_errno()
+        raise IsolationError(e, f"clone into new namespaces failed ({os.strerror(e)})")
+    return pid
+
+
+def job_tmp(tmp_mb: int) -> None:
+    """A fresh /tmp of ``tmp_mb`` MiB in this process's own mount namespace."""
+    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, f"size={max(1, tmp_mb)}m,nr_inodes=4096,mode=1777")
+
+
 def enter_job(tmp_mb: int) -> None:
     """In a job's intermediate process: the next fork is PID 1 of a new PID namespace (its death
     kills everything it started) and sees a fresh /tmp of ``tmp_mb`` MiB."""
     unshare(CLONE_NEWPID | CLONE_NEWNS, "unshare(PID, mount namespaces)")
-    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-          f"size={max(1, tmp_mb)}m,nr_inodes=4096,mode=1777")
+    job_tmp(tmp_mb)
 
 
 def set_limits(memory_mb: int, cpu_s: int, fsize_mb: int, nofile: int, nproc: int) -> None:

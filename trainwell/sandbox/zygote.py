@@ -5,11 +5,10 @@ environment (FD: its end of a Unix socket to the trainer). It imports only the s
 its siblings plain.py, isolate.py and wire.py (by file path, before the root changes), seals itself
 (isolate.seal_zygote: namespaces, a read-only root with no host files but the system's), preloads
 the modules programs usually import, then serves jobs one at a time. Pre-forking is what makes it
-fast: a job costs two forks of a small, warm interpreter instead of starting a new one.
+fast: a job costs one clone of a small, warm interpreter per process instead of starting a new one.
 
-A job runs each sandboxed role in its own PID namespace (zygote -> intermediate -> role, the role
-being PID 1 there: when it dies, or is killed at the deadline, the kernel kills everything it
-started, daemons included):
+A job runs each sandboxed role in its own PID namespace (one clone of the zygote, PID 1 there: when
+it dies, or is killed at the deadline, the kernel kills everything it started, daemons included):
 
     kind "calls"   candidate: compile + exec the program, call the entry point on each input, and
                    write one line per call with the returned value as plain data (plain.py) - the
@@ -215,14 +214,17 @@ class Spawned:
         self.status: int | None = None
 
     def kill(self) -> None:
-        try:
-            os.kill(self.inner, signal.SIGKILL) if ISOLATED else os.killpg(self.inner, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        # isolated: PID 1 of its namespace (the kernel takes the rest); unsafe: its process group too
+        for kill in ((os.kill,) if ISOLATED else (os.killpg, os.kill)):
+            try:
+                kill(self.inner, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def reap(self) -> None:
         _, status = os.waitpid(self.pid, 0)
-        self.status = os.waitstatus_to_exitcode(status)
+        # an exit code, or 128 + the signal that killed it (as the intermediate reports it)
+        self.status = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
         os.close(self.pidfd)
 
 
@@ -230,16 +232,34 @@ ISOLATED = True
 
 
 def spawn(role, fds: list[int], uid: int, limits: dict, stdout: int | None) -> Spawned:
-    """Fork the intermediate, which forks ``role()`` with ``fds`` as its fds 3, 4, ... and
-    ``stdout`` (or /dev/null) as 1 and 2, limited and as ``uid``."""
+    """Start ``role()`` with ``fds`` as its fds 3, 4, ... and ``stdout`` (or /dev/null) as 1 and 2,
+    limited and as ``uid``: isolated, as PID 1 of new PID and mount namespaces (one clone)."""
+    if not ISOLATED:
+        pid = os.fork()
+        if pid == 0:
+            run_role(role, fds, uid, limits, stdout)
+        return Spawned(pid, pid)
+    pid = isolate.clone_job()
+    if pid == 0:
+        try:
+            isolate.job_tmp(limits["tmp_mb"])
+        except BaseException:  # noqa: BLE001
+            os._exit(121)
+        run_role(role, fds, uid, limits, stdout)
+    if pid > 0:
+        return Spawned(pid, pid)
+    return spawn_via_intermediate(role, fds, uid, limits, stdout)
+
+
+def spawn_via_intermediate(role, fds: list[int], uid: int, limits: dict, stdout: int | None) -> Spawned:
+    """The same with fork() only: an intermediate enters the namespaces and forks the role."""
     report_r, report_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # intermediate
         try:
             os.close(report_r)
-            if ISOLATED:
-                isolate.enter_job(limits["tmp_mb"])
-                isolate.die_with_parent()
+            isolate.enter_job(limits["tmp_mb"])
+            isolate.die_with_parent()
             inner = os.fork()
             if inner == 0:
                 run_role(role, fds, uid, limits, stdout)
