@@ -239,6 +239,26 @@ def test_segfault_is_an_error(box):
     assert o.status == "error" and "SIGSEGV" in o.detail
 
 
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the seccomp filter is x86-64's")
+def test_no_user_namespaces_or_other_kernel_surface(box):
+    # an unprivileged user may create a user namespace (and hold capabilities inside it) - not here
+    src = """
+    import ctypes, os, threading
+    def f():
+        libc = ctypes.CDLL(None, use_errno=True)
+        got = [libc.unshare(0x10000000), libc.syscall(56, 0x10000000 | 17, 0, 0, 0, 0), libc.ptrace(0, 0, 0, 0),
+               libc.syscall(425, 1, 0)]  # unshare(NEWUSER), clone(NEWUSER), ptrace, io_uring_setup
+        pid = os.fork()  # ordinary processes and threads still work
+        if pid == 0:
+            os._exit(3)
+        t = threading.Thread(target=lambda: None)
+        t.start()
+        t.join()
+        return got + [os.waitpid(pid, 0)[1] >> 8]
+    """
+    assert calls(box, src, [[]], [[-1, -1, -1, -1, 3]]).passed
+
+
 def test_always_equal_objects_do_not_pass(box):
     src = """
     class Yes:

@@ -22,6 +22,7 @@ import os
 import platform
 import resource
 import sys
+from typing import Any
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -194,3 +195,86 @@ def drop_to(uid: int) -> None:
 def die_with_parent() -> None:
     import signal
     prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+
+
+# --------------------------------------------------------------------------- seccomp
+
+# x86-64 system calls a program has no use for and that widen the kernel's attack surface; most need
+# privileges it lacks anyway, but an unprivileged user namespace (unshare/clone with CLONE_NEWUSER)
+# would hand it capabilities inside one - the usual first step of a kernel exploit.
+DENIED_X86_64 = {
+    "ptrace": 101, "mount": 165, "umount2": 166, "pivot_root": 155, "chroot": 161, "unshare": 272, "setns": 308,
+    "bpf": 321, "perf_event_open": 298, "userfaultfd": 323, "io_uring_setup": 425, "io_uring_enter": 426,
+    "io_uring_register": 427, "keyctl": 250, "add_key": 248, "request_key": 249, "kexec_load": 246,
+    "kexec_file_load": 320, "init_module": 175, "finit_module": 313, "delete_module": 176,
+    "process_vm_readv": 310, "process_vm_writev": 311, "open_by_handle_at": 304, "name_to_handle_at": 303,
+    "swapon": 167, "swapoff": 168, "reboot": 169, "acct": 163, "quotactl": 179, "open_tree": 428,
+    "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "mount_setattr": 442,
+}
+CLONE_X86_64, CLONE3_X86_64 = 56, 435
+CLONE_NEWUSER = 0x10000000
+AUDIT_ARCH_X86_64 = 0xC000003E
+X32_BIT = 0x40000000
+
+
+class _Filter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
+
+
+class _Program(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_Filter))]
+
+
+def seccomp_program() -> list[tuple[int, int, int, int]]:
+    """The BPF filter as (code, jt, jf, k): deny DENIED_X86_64 and x32 calls with EPERM, clone with
+    CLONE_NEWUSER too, clone3 with ENOSYS (glibc then falls back to clone, whose flags are visible);
+    kill on another architecture. Jumps name labels, resolved at the end (pc + 1 + offset)."""
+    LD, JEQ, JGE, JSET, RET = 0x20, 0x15, 0x35, 0x45, 0x06
+    ALLOW, KILL, ERRNO = 0x7FFF0000, 0x80000000, 0x00050000
+    code: list[tuple[int, Any, Any, int]] = [
+        (LD, 0, 0, 4),                          # seccomp_data.arch
+        (JEQ, "nr", "kill", AUDIT_ARCH_X86_64),
+        "kill", (RET, 0, 0, KILL),
+        "nr", (LD, 0, 0, 0),                    # seccomp_data.nr
+        (JGE, "deny", 0, X32_BIT),
+        *[(JEQ, "deny", 0, n) for n in sorted(DENIED_X86_64.values())],
+        (JEQ, "clone", 0, CLONE_X86_64),
+        (JEQ, "nosys", 0, CLONE3_X86_64),
+        (RET, 0, 0, ALLOW),
+        "deny", (RET, 0, 0, ERRNO | errno.EPERM),
+        "clone", (LD, 0, 0, 16),                # args[0], its low 32 bits (little-endian)
+        (JSET, "newuser", 0, CLONE_NEWUSER),   # BPF jumps only forward: a deny of its own
+        (RET, 0, 0, ALLOW),
+        "newuser", (RET, 0, 0, ERRNO | errno.EPERM),
+        "nosys", (RET, 0, 0, ERRNO | errno.ENOSYS),
+    ]
+    labels, pc = {}, 0
+    for item in code:
+        if isinstance(item, str):
+            labels[item] = pc
+        else:
+            pc += 1
+    out, pc = [], 0
+    for item in code:
+        if isinstance(item, str):
+            continue
+        op, jt, jf, k = item
+        rel = lambda j: labels[j] - pc - 1 if isinstance(j, str) else j  # noqa: E731
+        assert all(0 <= rel(j) < 256 for j in (jt, jf)), "BPF jumps go forward, at most 255"
+        out.append((op, rel(jt), rel(jf), k))
+        pc += 1
+    return out
+
+
+def seccomp_deny() -> bool:
+    """Install the filter on this process and all it starts (x86-64 only; needs no_new_privs first).
+    Returns False where it does not apply."""
+    if platform.machine() != "x86_64":
+        return False
+    prog = seccomp_program()
+    table = (_Filter * len(prog))(*[_Filter(*f) for f in prog])
+    fprog = _Program(len(prog), table)
+    PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+    _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.cast(ctypes.pointer(fprog), ctypes.c_void_p).value,
+                       0, 0), "seccomp")
+    return True

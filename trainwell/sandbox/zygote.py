@@ -299,6 +299,7 @@ def run_role(role, fds: list[int], uid: int, limits: dict, stdout: int | None) -
         if ISOLATED:
             isolate.drop_to(uid)
             isolate.die_with_parent()
+            isolate.seccomp_deny()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL if sig != signal.SIGPIPE else signal.SIG_IGN)
         role()
