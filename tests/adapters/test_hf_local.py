@@ -100,5 +100,5 @@ def test_lora_on_a_hugging_face_model_round_trips_through_peft(tmp_path, hf_fold
 def test_hf_needs_a_local_folder_and_text(tmp_path, table, hf_folder):
     with pytest.raises(ConfigError, match="not a Hugging Face model folder"):
         trainwell.train("hf_text_classify", sets(tmp_path, table), run_dir=tmp_path / "x")
-    with pytest.raises(ConfigError, match="needs a table with a text column"):
+    with pytest.raises(ConfigError, match="classifies text: use data.name = .table. with data.text set"):
         trainwell.train("hf_text_classify", sets(hf_folder, table, **{"data.text": ""}), run_dir=tmp_path / "y")

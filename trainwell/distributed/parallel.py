@@ -68,6 +68,9 @@ def model_methods(model: torch.nn.Module) -> list[str]:
 
     Objectives may call these instead of ``model(x)``; under DDP and FSDP they must run through
     the wrapper's forward machinery (gradient-sync hooks, parameter gathering) all the same.
+    Such a method must not call forward or another public method of the same module: under FSDP the
+    inner call frees the gathered parameters when it returns, while the outer one still needs them
+    (share code through a private ``_method`` instead, as models/gpt.py does).
     """
     names: set[str] = set()
     for cls in type(model).__mro__:

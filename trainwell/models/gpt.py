@@ -179,11 +179,16 @@ class GPT(nn.Module):
         With ``cache``: idx are the next T tokens of each row, written at the cache's next slots;
         their keys and values are stored and they attend to every earlier real token of their row.
         """
-        return self.lm_head(self.features(idx, cache))
+        return self.lm_head(self._hidden(idx, cache))
 
     def features(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """(B, T) token ids -> (B, T, width) final hidden states (after the last layer norm): what the
         output layer reads, and what a reward or value head reads instead (trainwell/models/heads.py)."""
+        return self._hidden(idx, cache)
+
+    def _hidden(self, idx: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+        # private, so FSDP does not hook it: forward calls it, and a hooked public method called from
+        # forward would free the gathered parameters on return, before lm_head uses them
         T = idx.shape[1]
         if cache is None:
             if T > self.context:
