@@ -15,7 +15,7 @@ Each is scored by held-out pass@1 (n samples per task at temperature 1, the unbi
 greedy) on held-out instances and held-out templates; plus executions/s and the share of GRPO's time
 spent in the sandbox, and HumanEval pass@1 of the GRPO model (prompts cut to the context: ~0 at this size).
 
-    python bench/rlef.py [--sft-steps 600] [--rl-steps 150] [--out runs/bench-rlef]
+    python bench/rlef.py [--pretrain-steps 600] [--sft-steps 1500] [--rl-steps 150] [--out runs/bench-rlef]
     python bench/rlef.py --quick        # a minute's check that every arm runs (numbers meaningless)
 """
 
@@ -149,7 +149,7 @@ def train(recipe: str, sets: list[str], run_dir: Path) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pretrain-steps", type=int, default=600)
-    ap.add_argument("--sft-steps", type=int, default=600)
+    ap.add_argument("--sft-steps", type=int, default=1500)
     ap.add_argument("--rl-steps", type=int, default=150)
     ap.add_argument("--samples", type=int, default=8, help="samples per held-out task for pass@1")
     ap.add_argument("--out", default="runs/bench-rlef")
