@@ -139,6 +139,15 @@ def humaneval_pass1(policy: Policy) -> float | None:
     return sum(o.passed for o in got) / len(got)
 
 
+def rollout_executions(run_dir: Path) -> int:
+    """Programs a GRPO run executed in training: rollouts x prompts x group (from its config and metrics)."""
+    from trainwell.inference import run_config
+
+    cfg = run_config(run_dir)
+    rollouts = [json.loads(line).get("train/rollouts", 0) for line in (run_dir / "metrics.jsonl").open()]
+    return int(max(rollouts)) * cfg.data.prompts_per_rollout * cfg.data.group_size
+
+
 def train(recipe: str, sets: list[str], run_dir: Path) -> float:
     shutil.rmtree(run_dir, ignore_errors=True)
     t0 = time.perf_counter()
@@ -154,6 +163,9 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=8, help="samples per held-out task for pass@1")
     ap.add_argument("--out", default="runs/bench-rlef")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--evaluate", nargs="*", metavar="ARM",
+                    help="only evaluate the arms already trained in --out (e.g. after an interrupted run)")
+    ap.add_argument("--k", type=int, default=0, help="with --evaluate: best-of-k's k (default: GRPO's executions)")
     args = ap.parse_args()
     if args.quick:
         args.pretrain_steps, args.sft_steps, args.rl_steps, args.samples = 10, 20, 2, 2
@@ -170,40 +182,47 @@ def main() -> None:
     if args.quick:
         rl += ["data.prompts_per_rollout=2", "data.group_size=2", "data.eval_prompts=4"]
 
-    t_pre = train("default", MODEL + [f"train.steps={args.pretrain_steps}", "eval.every=100000",
-                                      f"checkpoint.every={args.pretrain_steps}", "schedule.warmup_steps=50"],
-                  out / "pretrain")
-    common += [f"train.init_from={str(out / 'pretrain')!r}"]
-    t_sft = train("code_exec_sft", common + [f"train.steps={args.sft_steps}", "eval.every=100000",
-                                              f"checkpoint.every={args.sft_steps}"], out / "sft")
-    reward.stats.update(programs=0, seconds=0.0)
-    t_grpo = train("code_exec_grpo", rl, out / "grpo")
-    executions, in_sandbox = reward.stats["programs"], reward.stats["seconds"]
-    t_turns = train("code_exec_grpo", rl + ["data.turns=3"], out / "grpo_turns")
-    extra = int(round(t_grpo / (t_sft / args.sft_steps)))
-    train("code_exec_sft", common + [f"train.steps={args.sft_steps + extra}", "eval.every=100000",
-                                     f"checkpoint.every={args.sft_steps + extra}"], out / "sft_longer")
+    arms = args.evaluate if args.evaluate is not None else ["sft", "sft_longer", "grpo", "grpo_turns"]
+    if args.evaluate is None:
+        t_pre = train("default", MODEL + [f"train.steps={args.pretrain_steps}", "eval.every=100000",
+                                          f"checkpoint.every={args.pretrain_steps}", "schedule.warmup_steps=50"],
+                      out / "pretrain")
+        common += [f"train.init_from={str(out / 'pretrain')!r}"]
+        t_sft = train("code_exec_sft", common + [f"train.steps={args.sft_steps}", "eval.every=100000",
+                                                  f"checkpoint.every={args.sft_steps}"], out / "sft")
+        reward.stats.update(programs=0, seconds=0.0)
+        t_grpo = train("code_exec_grpo", rl, out / "grpo")
+        executions, in_sandbox = reward.stats["programs"], reward.stats["seconds"]
+        t_turns = train("code_exec_grpo", rl + ["data.turns=3"], out / "grpo_turns")
+        extra = int(round(t_grpo / (t_sft / args.sft_steps)))
+        train("code_exec_sft", common + [f"train.steps={args.sft_steps + extra}", "eval.every=100000",
+                                         f"checkpoint.every={args.sft_steps + extra}"], out / "sft_longer")
 
-    print(f"pretraining (stdlib text, context 256) {args.pretrain_steps} steps in {t_pre:.0f} s; "
-          f"SFT {args.sft_steps} steps in {t_sft:.0f} s; GRPO {args.rl_steps} steps in {t_grpo:.0f} s "
-          f"({executions} executions, {executions / max(in_sandbox, 1e-9):.0f} executions/s, "
-          f"{100 * in_sandbox / t_grpo:.0f}% of its time in the sandbox); multi-turn GRPO {t_turns:.0f} s; "
-          f"SFT longer: {args.sft_steps + extra} steps")
+        print(f"pretraining (stdlib text, context 256) {args.pretrain_steps} steps in {t_pre:.0f} s; "
+              f"SFT {args.sft_steps} steps in {t_sft:.0f} s; GRPO {args.rl_steps} steps in {t_grpo:.0f} s "
+              f"({executions} executions, {executions / max(in_sandbox, 1e-9):.0f} executions/s, "
+              f"{100 * in_sandbox / t_grpo:.0f}% of its time in the sandbox); multi-turn GRPO {t_turns:.0f} s; "
+              f"SFT longer: {args.sft_steps + extra} steps")
+    else:
+        executions = args.k * (len(inst) + len(tmpl)) if args.k else rollout_executions(out / "grpo")
     k = max(1, min(64, executions // max(1, len(inst) + len(tmpl))))
     table = {}
-    for arm in ("sft", "sft_longer", "grpo", "grpo_turns"):
+    for arm in arms:
+        if not (out / arm / "checkpoints").is_dir():
+            print(f"{arm}: not trained in {out}, skipped")
+            continue
         p = Policy(out / arm)
         row = {name: pass1(p, rows, args.samples, 1.0) for name, rows in
                (("train", seen), ("heldout_instances", inst), ("heldout_templates", tmpl))}
         row["heldout_greedy"] = pass1(p, inst + tmpl, 1, 0.0)
-        if arm == "grpo_turns":
+        if "turns" in arm:
             row["heldout_3_turns"] = pass1_turns(p, inst + tmpl, 3)
         table[arm] = row
         if arm == "sft":
             rate, n = best_of_k(p, inst + tmpl, k)
             table["best_of_k"] = {"heldout_k": k, "heldout_pass": rate, "executions": n}
-        if arm == "grpo":
-            table["grpo"]["humaneval_greedy"] = humaneval_pass1(p)
+        if arm.startswith("grpo") and "turns" not in arm:
+            table[arm]["humaneval_greedy"] = humaneval_pass1(p)
     for arm, row in table.items():
         print(f"{arm:<11} " + "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
     (out / "results.json").write_text(json.dumps(table, indent=1))
