@@ -326,7 +326,8 @@ class DistributedConfig:
     backend: str = opt("auto", "collective backend: auto (nccl on CUDA, gloo on CPU), gloo or nccl",
                        choices=("auto", "gloo", "nccl"))
     timeout_s: float = opt(600.0, "a collective (all-reduce, barrier, ...) waiting longer than this fails "
-                           "with a message naming the rank and the operation", min=1.0)
+                           "with a message naming the rank and the operation (from the first step; set-up waits at "
+                           "least 300 s, since ranks read data and build models at their own pace)", min=1.0)
     reshard_after_forward: bool = opt(True, "fsdp: free gathered parameters after forward (less memory, "
                                       "one more all-gather in backward)")
 

@@ -22,7 +22,8 @@ from trainwell.config.schema import Config
 from trainwell.distributed import checkpoint as dist_ckpt
 from trainwell.distributed import parallel
 from trainwell.distributed.reduce import evaluate as evaluate_sharded, mean_over_ranks, reduce_step
-from trainwell.distributed.world import broadcast_object, collective, inject_fault, setup, teardown
+from trainwell.distributed.world import (arm_step_timeout, broadcast_object, collective, inject_fault, setup,
+                                         teardown)
 from trainwell.errors import CheckpointError
 
 
@@ -32,6 +33,7 @@ class DataParallel:
         self.cfg = cfg
         self.rank, self.size, self.device = self.world.rank, self.world.size, self.world.device
         self.name = self.world.strategy
+        self.armed = False  # distributed.timeout_s applies from the first step (world.arm_step_timeout)
 
     @property
     def main(self) -> bool:
@@ -58,6 +60,9 @@ class DataParallel:
 
         Yields this rank's weight: its share of the global batch times the world size (1.0 unless
         the last batch of an epoch splits unevenly)."""
+        if not self.armed:
+            arm_step_timeout(self.world)
+            self.armed = True
         inject_fault(self.world, step)  # tests only: TRAINWELL_FAULT=kill|hang:RANK:STEP
         with collective(self.world, f"the gradient all-reduce in the backward of step {step}"), \
                 parallel.grad_sync(step_model, self.world, last):

@@ -20,6 +20,9 @@ class CollectiveTimeout(TrainwellError):
     exit_code = 4
 
 
+SETUP_TIMEOUT_S = 300.0
+
+
 @dataclass
 class World:
     rank: int = 0
@@ -78,11 +81,27 @@ def setup(cfg: Config) -> World:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         import_before_joining()
-        timeout = timedelta(seconds=d.timeout_s)
+        # set-up is uneven work (reading the corpus, building the model, planning, restoring): its
+        # collectives wait at least SETUP_TIMEOUT_S; the training steps get distributed.timeout_s
+        # (arm_step_timeout, at the first step)
+        timeout = timedelta(seconds=max(d.timeout_s, SETUP_TIMEOUT_S))
         dist.init_process_group(backend, timeout=timeout, device_id=device if cuda else None,
                                 **restart_store(rank, size, timeout))
     return World(rank=rank, size=size, local_rank=local_rank, strategy=d.strategy, timeout_s=d.timeout_s,
                  device=device)
+
+
+def arm_step_timeout(world: World) -> None:
+    """From now on a collective fails after distributed.timeout_s (set-up had at least SETUP_TIMEOUT_S).
+
+    Without it, a rank that takes a few seconds longer to read its data or build its model than
+    the others (common on a loaded machine) would fail a short timeout before the first step."""
+    import torch.distributed as dist
+    from torch.distributed import distributed_c10d
+
+    set_timeout = getattr(distributed_c10d, "_set_pg_timeout", None)  # private in torch 2.x
+    if world.size > 1 and dist.is_initialized() and set_timeout is not None:
+        set_timeout(timedelta(seconds=world.timeout_s))
 
 
 def import_before_joining() -> None:
