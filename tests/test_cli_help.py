@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-COMMANDS = ["train", "plan", "recipes", "check", "report", "compare", "export", "generate", "eval"]
+COMMANDS = ["train", "plan", "recipes", "check", "report", "compare", "export", "generate", "eval", "execute"]
 
 
 def test_help_lists_commands(cli):

@@ -103,6 +103,9 @@ FORBIDDEN = {
     "trainwell.export": ("trainwell.api", "trainwell.cli"),  # goes through inference.load_for_inference
     # federated/ drives Trainers (engine) on paradigms' Jobs; only the api and cli sit above it
     "trainwell.federated": ("trainwell.api", "trainwell.cli"),
+    # the sandbox runs generated code; it knows nothing of models or training
+    "trainwell.sandbox": ("trainwell.engine", "trainwell.paradigms", "trainwell.models", "trainwell.objectives",
+                          "trainwell.api", "trainwell.cli", "trainwell.data"),
 }
 
 

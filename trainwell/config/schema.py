@@ -587,6 +587,9 @@ class CompletionDataConfig:
     rows: int = opt(0, "use only the first N training rows (0 = all)", min=0)
     context: int = opt(128, "longest prompt + completion in tokens (the model's context when model.context = 0); "
                        "longer completions are cut, longer prompts are an error", min=2)
+    builtin: str = opt("stdlib", "built-in rows when data.path is empty: stdlib (snippets of this Python's "
+                       "standard library) or exec_tasks (one-line functions with hidden tests, for learning "
+                       "from execution: trainwell/data/exec_tasks.py)", choices=("stdlib", "exec_tasks"))
     cache_dir: str = opt("", "cache folder for the built-in snippets (default: $TRAINWELL_CACHE or "
                          "~/.cache/trainwell)")
     prompt_chars: int = opt(64, "built-in snippets: longest prompt (a function's first lines) in characters",
@@ -625,6 +628,10 @@ class PromptDataConfig(CompletionDataConfig):
                             trajectory=False)
     eval_rewards: list[str] = opt([], "extra reward functions scored at evaluation only (never trained on), "
                                   "logged as val/rewards/<name>", trajectory=False)
+    turns: int = opt(1, "attempts per episode (RLEF's multi-turn episodes): after a failed attempt the feedback on "
+                     "the row's visible tests is appended and the policy tries again; the reward scores the last "
+                     "attempt (needs visible_inputs/visible_outputs columns, as data.builtin = 'exec_tasks' has)",
+                     min=1, max=8)
 
 
 @dataclass
@@ -664,7 +671,7 @@ class RLObjectiveConfig:
 
     name: str = opt("grpo", "objective", choices=("grpo", "ppo_lm"))
     reward_model: str = opt("", "reward-model checkpoint, run directory or recipe:NAME scoring each completion")
-    reward_funcs: list[str] = opt([], "reward functions (module:function, or the shipped 'code_valid'), called "
+    reward_funcs: list[str] = opt([], "reward functions (module:function, or a shipped one: 'code_valid', 'execution' (run in the sandbox against the row's tests), 'execution_passed'), called "
                                   "as f(prompts=..., completions=..., **columns) -> list of floats, as TRL's "
                                   "reward_funcs")
     reward_weights: list[float] = opt([], "weight of each reward (the reward model first, then reward_funcs; "

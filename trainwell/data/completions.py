@@ -119,6 +119,14 @@ def load_rows(d: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[
                                 f"{len(rows)} rows leaves {len(train)} for training and {len(held)} for evaluation; "
                                 f"give data.eval_path or change data.eval_fraction.")
         source = {"path": str(Path(d.path).expanduser().resolve()), "eval_path": d.eval_path or "split"}
+    elif getattr(d, "builtin", "stdlib") == "exec_tasks":
+        from trainwell.data.exec_tasks import exec_rows
+
+        if d.eval_path or kind == "pairs":
+            raise DataError("data.builtin = 'exec_tasks' has prompt/completion rows (sft) and prompt rows with "
+                            "hidden tests (prompts), no pairs, and no data.eval_path (its held-out splits are built in).")
+        train, held = exec_rows()
+        source = {"builtin": "exec_tasks"}
     else:
         from trainwell.data.code_tasks import stdlib_rows
 
@@ -152,14 +160,19 @@ class Sequences:
         return self.ids[idx, :width], self.mask[idx, :width], lengths
 
 
-def pad_rows(rows: list[list[int]], starts: list[int], pad_id: int) -> Sequences:
-    """``rows`` of token ids, completion from ``starts[i]`` on."""
+def pad_rows(rows: list[list[int]], starts: list[int], pad_id: int,
+             masks: list[list[bool]] | None = None) -> Sequences:
+    """``rows`` of token ids, completion from ``starts[i]`` on (``masks[i]``: which of those tokens
+    count, e.g. not the feedback inside a multi-turn episode; default all)."""
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.bool)
     for i, (r, s) in enumerate(zip(rows, starts)):
         ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
-        mask[i, s:len(r)] = True
+        if masks is None:
+            mask[i, s:len(r)] = True
+        else:
+            mask[i, s:len(r)] = torch.tensor(masks[i], dtype=torch.bool)
     return Sequences(ids, mask, torch.tensor([len(r) for r in rows], dtype=torch.long))
 
 

@@ -331,11 +331,12 @@ def prompts_job(cfg: Config, device: torch.device) -> Job:
                            temperature=temperature)
         objective = partial(ppo_lm_loss, clip=o.clip, vf_coef=o.vf_coef, clip_value=o.clip_value,
                             temperature=temperature)
+    turns = episode_runner(cfg, tok) if d.turns > 1 else None
     source = CompletionRollouts(model, policy=body, prompts=prompts, rows=train,
                                 decode=lambda ids: cut_text(tok, ids, d.stop), sample=sample, score=score,
                                 annotate=annotate, prompts_per_rollout=d.prompts_per_rollout,
                                 group_size=d.group_size, update_epochs=d.update_epochs,
-                                minibatch_size=d.minibatch_size, seed=cfg.train.seed, pad_id=tok.pad_id)
+                                minibatch_size=d.minibatch_size, seed=cfg.train.seed, pad_id=tok.pad_id, turns=turns)
     evaluation = PolicyEvaluation(cfg, body, tok, eval_rows, eval_prompts, sample, score, extra_eval, ref_logps,
                                   autocast, temperature, device)
     return Job(model=model, source=source, objective=objective, eval_batches=[], units="tokens",
@@ -344,6 +345,25 @@ def prompts_job(cfg: Config, device: torch.device) -> Job:
                decode=tok.decode, eval_samples=evaluation.samples if d.eval_samples else None,
                facts=facts_of(model, info, vocab_size, reference=how,
                               rewards=[n for n, _ in score.fns] + [n for n, _ in extra_eval]))
+
+
+def episode_runner(cfg: Config, tok: Tokenizer) -> Callable[..., Any]:
+    """Multi-turn episodes (trainwell/rl/turns.py) with the sandbox's feedback on the visible tests."""
+    from trainwell.rl.turns import episodes
+    from trainwell.sandbox.reward import execution_feedback
+
+    d = cfg.data
+
+    def feedback(rows: list[dict[str, Any]], texts: list[str]) -> list[str | None]:
+        columns = {k: [r.get(k) for r in rows] for k in rows[0] if k not in ("prompt", ROW)}
+        return execution_feedback([r["prompt"] for r in rows], texts, **columns)
+
+    def run(sample: Any, policy: torch.nn.Module, prompts: list[list[int]], rows: list[dict[str, Any]],
+            generator: torch.Generator) -> Any:
+        return episodes(sample, policy, prompts, rows, generator, decode=lambda ids: cut_text(tok, ids, d.stop),
+                        encode=tok.encode, feedback=feedback, turns=d.turns, context=d.context,
+                        budget=d.max_new_tokens)
+    return run
 
 
 def reference_logps(cfg: Config, how: str, body: torch.nn.Module, vocab_size: int, device: torch.device

@@ -18,9 +18,11 @@ from trainwell.config.imports import is_import_path, load_callable
 from trainwell.data.code_tasks import code_valid
 from trainwell.data.completions import ROW
 from trainwell.errors import ConfigError
+from trainwell.sandbox.reward import execution, execution_passed
 
 RewardFn = Callable[..., list]
-SHIPPED: dict[str, RewardFn] = {"code_valid": code_valid}
+# execution / execution_passed: run the completion against the row's tests in the sandbox (trainwell/sandbox)
+SHIPPED: dict[str, RewardFn] = {"code_valid": code_valid, "execution": execution, "execution_passed": execution_passed}
 
 
 def reward_function(name: str, key: str) -> tuple[str, RewardFn]:
@@ -68,7 +70,7 @@ class Scorer:
     def __init__(self, fns: list[tuple[str, RewardFn]], weights: list[float]):
         if not fns:
             raise ConfigError("PPO and GRPO need a reward: set objective.reward_model (a reward-model run) and/or "
-                              "objective.reward_funcs (e.g. ['code_valid'] or ['my_pkg.rewards:fn']).")
+                              "objective.reward_funcs (e.g. ['code_valid'], ['execution'] or ['my_pkg.rewards:fn']).")
         if weights and len(weights) != len(fns):
             raise ConfigError(f"objective.reward_weights has {len(weights)} values for {len(fns)} rewards "
                               f"({', '.join(n for n, _ in fns)}); give one each or none.")

@@ -27,11 +27,13 @@ class CompletionRollouts:
     def __init__(self, model: torch.nn.Module, *, policy: torch.nn.Module, prompts: list[list[int]],
                  rows: list[dict[str, Any]], decode: Callable[[list[int]], str], sample: Callable[..., Any],
                  score: Callable[..., Any], annotate: Callable[..., dict[str, Any]], prompts_per_rollout: int,
-                 group_size: int, update_epochs: int, minibatch_size: int, seed: int, pad_id: int = 0):
+                 group_size: int, update_epochs: int, minibatch_size: int, seed: int, pad_id: int = 0,
+                 turns: Callable[..., Any] | None = None):
         self.model, self.policy = model, policy
         self.prompts, self.rows, self.decode = prompts, rows, decode
         self.sample_fn, self.score_fn, self.annotate_fn = sample, score, annotate
         self.P, self.G, self.seed, self.pad_id = prompts_per_rollout, group_size, seed, pad_id
+        self.turns = turns  # multi-turn episodes (trainwell/rl/turns.py, bound to its feedback), or None
         self.N = prompts_per_rollout * group_size  # completions per rollout
         self.mb = minibatch_size or self.N
         self.update_epochs = update_epochs
@@ -83,11 +85,17 @@ class CompletionRollouts:
         try:
             idx = [i for i in self.next_prompts() for _ in range(self.G)]
             prompts = [self.prompts[i] for i in idx]
-            completions, stopped = self.sample_fn(self.policy, prompts, self.generator)
-            texts = [self.decode(c) for c in completions]
             rows = [self.rows[i] for i in idx]
+            masks = None
+            if self.turns is None:
+                completions, stopped = self.sample_fn(self.policy, prompts, self.generator)
+                texts = [self.decode(c) for c in completions]
+            else:  # one row per episode: its attempts and the feedback between them; the last attempt is scored
+                ep = self.turns(self.sample_fn, self.policy, prompts, rows, self.generator)
+                completions, stopped, texts, masks = ep.ids, ep.stopped, ep.last, ep.masks
             rewards, parts = self.score_fn(rows, texts)
-            seqs = pad_rows([p + c for p, c in zip(prompts, completions)], [len(p) for p in prompts], self.pad_id)
+            seqs = pad_rows([p + c for p, c in zip(prompts, completions)], [len(p) for p in prompts], self.pad_id,
+                            masks)
             buffer = {"ids": seqs.ids, "mask": seqs.mask, "lengths": seqs.lengths, "reward": rewards.float()}
             extra = self.annotate_fn(self.model, buffer)
             stats = extra.pop("stats", {})
@@ -102,6 +110,8 @@ class CompletionRollouts:
                       "completions/mean_length": float(lengths.mean()),
                       "completions/clipped_ratio": 1.0 - sum(stopped) / len(stopped),
                       **{f"rewards/{k}": float(v.mean()) for k, v in parts.items()}, **stats}
+        if self.turns is not None:
+            self.stats["turns/mean"] = float(sum(ep.turns) / len(ep.turns))
         if self.G > 1:
             self.stats["frac_reward_zero_std"] = float((groups.std(1) == 0).float().mean())
         self.rollouts += 1
