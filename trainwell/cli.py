@@ -125,14 +125,15 @@ def generate(
     samples: int = typer.Option(1, min=1, help="How many samples."),
     seed: int = typer.Option(0, help="Sampling seed."),
     merge: bool = typer.Option(False, help="Fold LoRA adapters into the base weights first."),
+    stop: list[str] = typer.Option([], "--stop", help="End a sample at this text (cut before it); repeatable."),
 ) -> None:
-    """Sample text from a trained model (inference mode; reports latency per token)."""
+    """Sample text from a trained model (batched, KV cache; reports latency per token)."""
 
     def go() -> None:
         from trainwell.engine.inference import generate as run_generate
 
         out = run_generate(run_dir, prompt, checkpoint=checkpoint, n=samples, max_new_tokens=max_new_tokens,
-                           temperature=temperature, top_k=top_k, seed=seed, merge=merge)
+                           temperature=temperature, top_k=top_k, seed=seed, merge=merge, stop=tuple(stop))
         for i, text in enumerate(out["samples"]):
             typer.echo(f"--- sample {i + 1} ---\n{text}")
         typer.echo(f"[{out['checkpoint']}] {out['ms_per_token']} ms/token", err=True)

@@ -124,9 +124,15 @@ def test_generate_and_eval_use_checkpoint(tmp_path, tiny, cli):
     assert len(out["samples"]) == 2 and all(s.startswith("import ") for s in out["samples"])
     assert out["samples"][0] == out["samples"][1]  # greedy is deterministic
     assert out["ms_per_token"] > 0
+    # a stop string taken from the greedy text ends it there (cut before the string)
+    stop = out["samples"][0][len("import ") + 4:][:2]
+    cut = trainwell.generate(res.run_dir, "import ", max_new_tokens=12, n=2, temperature=0.0, stop=(stop,))
+    want = "import " + out["samples"][0][len("import "):].split(stop)[0]
+    assert cut["samples"] == [want, want]
     ev = trainwell.evaluate(res.run_dir, "step-20")
     assert ev["val/loss"] == pytest.approx(res.summary["val_loss"], abs=1e-3)
-    p = cli("generate", str(res.run_dir), "--prompt", "x = ", "--max-new-tokens", "5", "--top-k", "3")
+    p = cli("generate", str(res.run_dir), "--prompt", "x = ", "--max-new-tokens", "5", "--top-k", "3",
+            "--stop", "\n")
     assert p.returncode == 0 and p.stdout.count("x = ") == 1 and "ms/token" in p.stderr
     p = cli("eval", str(res.run_dir))
     assert p.returncode == 0 and "val/loss" in p.stdout

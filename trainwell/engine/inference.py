@@ -70,12 +70,12 @@ def eval_checkpoint(run_dir: Path, checkpoint: str | None = None, *, merge: bool
 
 def generate(run_dir: Path, prompt: str, *, checkpoint: str | None = None, n: int = 1,
              max_new_tokens: int = 200, temperature: float = 0.8, top_k: int = 0,
-             seed: int = 0, merge: bool = False) -> dict[str, Any]:
+             seed: int = 0, merge: bool = False, stop: tuple[str, ...] = ()) -> dict[str, Any]:
     cfg, job, path, device = load_for_inference(run_dir, checkpoint, merge=merge)
     if job.sample is None:
         raise TrainwellError(f"the run in {run_dir} trains a model that does not generate text.")
     t0 = time.perf_counter()
-    texts = job.sample(job.model, prompt, n, max_new_tokens, temperature, top_k, seed)
+    texts = job.sample(job.model, prompt, n, max_new_tokens, temperature, top_k, seed, stop=tuple(stop))
     seconds = time.perf_counter() - t0
     return {"checkpoint": str(path), "samples": texts,
             "ms_per_token": round(1000 * seconds / max(1, n * max_new_tokens), 3)}

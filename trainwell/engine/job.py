@@ -30,7 +30,7 @@ class Job:
     batches_per_epoch: int = 0
     facts: dict[str, Any] = field(default_factory=dict)  # shown in the summary
     eval_extras: Callable[[dict[str, float]], dict[str, float]] = lambda m: {}
-    sample: Callable[..., list[str]] | None = None  # (model, prompt, n, length, temperature, top_k, seed)
+    sample: Callable[..., list[str]] | None = None  # (model, prompt, n, length, temperature, top_k, seed, stop=())
     finish: Callable[[torch.nn.Module, Any], dict[str, Any]] | None = None  # (model, run_dir) -> summary extras
     evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None  # replaces eval_batches (RL episodes)
     train_metrics: Callable[[], dict[str, float]] | None = None  # extra values logged with train/loss
@@ -108,9 +108,9 @@ def text_job(cfg: Config, device: torch.device) -> Job:
         return corpus.encode(text).tolist()
 
     def sample(model: torch.nn.Module, prompt: str, n: int, length: int, temperature: float,
-               top_k: int, seed: int) -> list[str]:
+               top_k: int, seed: int, stop: tuple[str, ...] = ()) -> list[str]:
         return sample_text(model, encode(prompt), corpus.decode, n=n, length=length,
-                           temperature=temperature, top_k=top_k, seed=seed)
+                           temperature=temperature, top_k=top_k, seed=seed, stop=stop)
 
     return Job(model=model, source=source, objective=OBJECTIVES[cfg.objective.name],
                eval_batches=evals, units="tokens", flops_per_unit=gpt_flops_per_token(model),

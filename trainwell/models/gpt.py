@@ -1,8 +1,12 @@
 """A GPT-style decoder-only transformer: a plain nn.Module, nothing training-specific.
 
-Pre-norm blocks, learned positional embeddings, fused QKV projection and PyTorch's
+Pre-norm blocks, learned or rotary positions, fused QKV projection and PyTorch's
 ``scaled_dot_product_attention`` (which picks a flash/memory-efficient kernel where one exists).
 Precision, activation checkpointing, compile and parallelism are applied from outside.
+
+``forward(idx)`` is the training forward. ``forward(idx, cache)`` runs the same layers on the next
+tokens of a batch of sequences whose earlier keys and values are held in a
+:class:`~trainwell.models.kv_cache.KVCache` (incremental decoding; see trainwell/engine/generate.py).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from trainwell.config.schema import GPTConfig
+from trainwell.models.kv_cache import KVCache
 
 
 class LayerNorm(nn.Module):
@@ -28,6 +33,11 @@ class LayerNorm(nn.Module):
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
 
 
+def dropout(p: float) -> nn.Module:
+    """Dropout, or nothing at p = 0 (saves a call per layer per decoded token; no parameters either way)."""
+    return nn.Dropout(p) if p > 0 else nn.Identity()
+
+
 def rotary_tables(context: int, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin of position * frequency, (T, head_dim/2), as in RoFormer (Su et al. 2021)."""
     inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2).float() / head_dim))
@@ -36,9 +46,11 @@ def rotary_tables(context: int, head_dim: int) -> tuple[torch.Tensor, torch.Tens
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate each (even, odd) feature pair of x (B, H, T, D) by its position's angle."""
-    T = x.shape[-2]
-    cos, sin = cos[:T].to(x.dtype), sin[:T].to(x.dtype)
+    """Rotate each (even, odd) feature pair of x (B, H, T, D) by its position's angle.
+
+    cos/sin: (T, D/2) for positions 0..T-1, or (B, 1, T, D/2) gathered at each row's positions.
+    """
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     x1, x2 = x[..., 0::2], x[..., 1::2]
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
 
@@ -48,6 +60,7 @@ class Attention(nn.Module):
         super().__init__()
         self.n_head, self.dropout, self.causal = cfg.n_head, cfg.dropout, causal
         self.rotary = cfg.position == "rope"
+        self.scale = (cfg.n_embd // cfg.n_head) ** -0.5
         if self.rotary:
             cos, sin = rotary_tables(cfg.context, cfg.n_embd // cfg.n_head)
             # derived from the config, so not saved in checkpoints (persistent=False)
@@ -55,19 +68,50 @@ class Attention(nn.Module):
             self.register_buffer("rope_sin", sin, persistent=False)
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
-        self.resid_drop = nn.Dropout(cfg.dropout)
+        self.resid_drop = dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
-        # (B, T, C) -> (B, heads, T, C/heads)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        if self.rotary:
-            q, k = apply_rotary(q, self.rope_cos, self.rope_sin), apply_rotary(k, self.rope_cos, self.rope_sin)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        H, D = self.n_head, C // self.n_head
+        qkv = self.qkv(x)  # (B, T, 3C): q | k | v, each C = heads x head_dim
+        if cache is not None and T == 1:
+            return self.resid_drop(self.proj(self._decode(qkv.view(B, 3, H, 1, D).unbind(1), cache, layer)))
+        # (B, T, C) -> (B, heads, T, head_dim)
+        q, k, v = (t.view(B, T, H, D).transpose(1, 2) for t in qkv.split(C, dim=2))
+        if cache is None:
+            if self.rotary:
+                cos, sin = self.rope_cos[:T], self.rope_sin[:T]
+                q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal,
+                                               dropout_p=self.dropout if self.training else 0.0)
+        else:  # a chunk of several new tokens (a prompt): causal among them, after every cached slot
+            if self.rotary:
+                q, k = apply_rotary(q, *cache.rope), apply_rotary(k, *cache.rope)
+            first = cache.length == 0
+            kt, v_all = cache.append(layer, k, v)
+            # the first chunk's keys are all there is; later ones read the cache (the fused kernel is
+            # 3x slower on transposed keys, so they are copied back to (B, H, S, D) first)
+            if not first:
+                k, v = kt.transpose(-1, -2).contiguous(), v_all
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=cache.mask, is_causal=cache.causal)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_drop(self.proj(y))
+
+    def _decode(self, qkv: tuple[torch.Tensor, ...], cache: KVCache, layer: int) -> torch.Tensor:
+        """One new token per row, (B, heads, 1, head_dim) each of q, k, v -> (B, 1, C).
+
+        Two small batched matmuls against the cache beat the fused attention kernel's set-up cost
+        here, and with a single query (T = 1) no transposes or copies are needed.
+        """
+        q, k, v = qkv
+        if self.rotary:
+            q, k = apply_rotary(q, *cache.rope), apply_rotary(k, *cache.rope)  # at each row's position
+        kt, v = cache.append(layer, k, v)  # (B, H, D, S), (B, H, S, D)
+        att = torch.matmul(q * self.scale, kt)  # (B, H, 1, S)
+        if cache.mask is not None:  # -inf on pad slots
+            att = att + cache.mask
+        y = torch.matmul(torch.softmax(att, dim=-1), v)  # (B, H, 1, D), the memory order of (B, 1, C)
+        return y.view(q.shape[0], 1, -1)
 
 
 class MLP(nn.Module):
@@ -75,7 +119,7 @@ class MLP(nn.Module):
         super().__init__()
         self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
         self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.proj(F.gelu(self.fc(x))))
@@ -87,8 +131,8 @@ class Block(nn.Module):
         self.ln1, self.attn = LayerNorm(cfg.n_embd, cfg.bias), Attention(cfg, causal)
         self.ln2, self.mlp = LayerNorm(cfg.n_embd, cfg.bias), MLP(cfg)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x))
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), cache, layer)
         return x + self.mlp(self.ln2(x))
 
 
@@ -100,9 +144,10 @@ class GPT(nn.Module):
         if cfg.n_embd % cfg.n_head:
             raise ValueError(f"model.n_embd={cfg.n_embd} must be divisible by model.n_head={cfg.n_head}")
         self.context = cfg.context
+        self.n_head, self.head_dim = cfg.n_head, cfg.n_embd // cfg.n_head
         self.tok_emb = nn.Embedding(vocab_size, cfg.n_embd)
         self.pos_emb = nn.Embedding(cfg.context, cfg.n_embd) if cfg.position == "learned" else None
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg, causal) for _ in range(cfg.n_layer))
         self.ln_f = LayerNorm(cfg.n_embd, cfg.bias)
         self.lm_head = nn.Linear(cfg.n_embd, vocab_size, bias=False)
@@ -124,18 +169,41 @@ class GPT(nn.Module):
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """(B, T) token ids -> (B, T, vocab) logits."""
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """(B, T) token ids -> (B, T, vocab) logits.
+
+        With ``cache``: idx are the next T tokens of each row, written at the cache's next slots;
+        their keys and values are stored and they attend to every earlier real token of their row.
+        """
         T = idx.shape[1]
-        if T > self.context:
-            raise ValueError(f"sequence of {T} tokens is longer than the model context {self.context}")
+        if cache is None:
+            if T > self.context:
+                raise ValueError(f"sequence of {T} tokens is longer than the model context {self.context}")
+            positions = torch.arange(T, device=idx.device)
+        else:
+            if cache.longest_row + T > self.context:
+                raise ValueError(f"a row would hold {cache.longest_row + T} tokens, more than the model context "
+                                 f"{self.context}; rebuild the cache from the rows' last tokens")
+            cache.begin(T)
+            positions = cache.positions  # (B, T), each row counted from its first real token
+            attn = self.blocks[0].attn
+            if attn.rotary:  # gathered once per chunk for every layer
+                cache.rope = attn.rope_cos[positions].unsqueeze(1), attn.rope_sin[positions].unsqueeze(1)
         x = self.tok_emb(idx)
         if self.pos_emb is not None:
-            x = x + self.pos_emb(torch.arange(T, device=idx.device))
+            x = x + self.pos_emb(positions)
         x = self.drop(x)
-        for block in self.blocks:
-            x = block(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, cache, i)
+        if cache is not None:
+            cache.advance(T)
         return self.lm_head(self.ln_f(x))
+
+    def new_cache(self, batch: int, capacity: int, pad: torch.Tensor) -> KVCache:
+        """An empty cache for ``batch`` rows of at most ``capacity`` slots, rows left-padded by ``pad``."""
+        w = self.tok_emb.weight
+        return KVCache(layers=len(self.blocks), batch=batch, heads=self.n_head, head_dim=self.head_dim,
+                       capacity=capacity, pad=pad, dtype=w.dtype, device=w.device)
 
 
 def build_gpt(cfg: GPTConfig, *, vocab_size: int, context: int, **_: object) -> GPT:
