@@ -177,8 +177,9 @@ class TrainConfig:
                           "N data-parallel ranks takes batch_size / N of it)", min=1)
     grad_accum: int = opt(1, "micro-batches per optimizer step", min=1)
     seed: int = opt(1337, "seed for initialisation, data order and dropout", min=0)
-    precision: str = opt("fp32", "fp32, bf16 (autocast on CPU and CUDA) or fp16 (CUDA, loss scaling)",
-                         choices=("fp32", "bf16", "fp16"))
+    precision: str = opt("auto", "auto (bf16 where measured faster on this device: CUDA with bf16, a CPU whose "
+                         "bf16 matmuls beat fp32 on the model's shapes; else fp32), fp32, bf16 (autocast on "
+                         "CPU and CUDA) or fp16 (CUDA, loss scaling)", choices=("auto", "fp32", "bf16", "fp16"))
     activation_checkpointing: int = opt(0, "recompute every k-th transformer block in backward (0 = off)",
                                         min=0)
     compile: bool = opt(False, "torch.compile the model")

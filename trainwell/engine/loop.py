@@ -26,7 +26,7 @@ from trainwell.distributed.world import World, collective, inject_fault, setup, 
 from trainwell.engine.job import Job, build_job, evaluate, to_device
 from trainwell.engine.peak import peak_flops
 from trainwell.engine.optim import build_optimizer, lr_factor, set_lr
-from trainwell.engine.precision import Precision
+from trainwell.engine.precision import Precision, choose_precision, recorded_precision
 from trainwell.engine.state import LoopState
 from trainwell.engine.transfer import prepare_model
 from trainwell.engine.wrap import apply_activation_checkpointing, maybe_compile
@@ -95,7 +95,9 @@ def run(cfg: Config, run_dir: Path, world: World, *, resume: bool, branch_from: 
 
     # ---- build: model + source + objective (the Job), optimizer, precision
     job = build_job(cfg, device)
-    precision = Precision(cfg.train.precision, device)
+    precision_name, precision_reason = choose_precision(  # "auto": bf16 only where measured faster
+        cfg, job.model, device, previous=recorded_precision(run_dir) if resume else None, world=world)
+    precision = Precision(precision_name, device)
     # pretrained weights, then full fine-tuning / freezing / LoRA / QLoRA (trainwell/adapters)
     adapted, init_notes = prepare_model(cfg, job.model, precision.dtype)
     job.facts.update(adapted.facts())
@@ -108,7 +110,7 @@ def run(cfg: Config, run_dir: Path, world: World, *, resume: bool, branch_from: 
 
         parallel.shard_source(job.source, cfg, world)
         parallel.seed_rank(cfg.train.seed, world.rank)
-        parallel_model = parallel.parallelize(job.model, cfg, world)
+        parallel_model = parallel.parallelize(job.model, cfg, world, precision=precision.name)
     optimizer = build_optimizer(job.model, cfg.optim, device)  # after FSDP: over the parameter shards
     step_model = maybe_compile(parallel_model, cfg.train.compile) if single else parallel_model
     loop = LoopState()
@@ -142,7 +144,8 @@ def run(cfg: Config, run_dir: Path, world: World, *, resume: bool, branch_from: 
         meta = run_meta(seed=cfg.train.seed, extra={
             "recipe": recipe_name, "device": str(device), "config_hash": config_hash(cfg),
             "resumed_from": str(restored_from) if restored_from else None, "facts": job.facts,
-            "world_size": world.size, "strategy": world.strategy})
+            "world_size": world.size, "strategy": world.strategy,
+            "precision": precision.name, "precision_reason": precision_reason})
         write_json(run_dir / ("meta.json" if not restored_from or not resume else f"meta-resume-{loop.step}.json"),
                    meta)
         sinks.append(MetricsJSONL(run_dir / "metrics.jsonl", resume_step=resume_step))
@@ -186,6 +189,7 @@ def run(cfg: Config, run_dir: Path, world: World, *, resume: bool, branch_from: 
     if not single:
         progress.message(f"{world.size} processes ({world.strategy}, {device.type}); each takes "
                          f"{cfg.train.batch_size // world.size} of the global batch of {cfg.train.batch_size}")
+    progress.message(f"precision {precision.name}: {precision_reason}")
     progress.message(f"run directory: {run_dir}")
     job.model.train()
     last_val: dict[str, float] = {}
