@@ -24,7 +24,7 @@ from trainwell.checkpoint.rng import RNGState
 from trainwell.config import Config, config_hash, to_toml, trajectory_items
 from trainwell.distributed.world import World, collective, inject_fault, setup, teardown
 from trainwell.engine.job import Job, build_job, evaluate, to_device
-from trainwell.engine.peak import peak_flops
+from trainwell.engine.peak import PeakMeter
 from trainwell.engine.optim import build_optimizer, lr_factor, set_lr
 from trainwell.engine.precision import Precision, choose_precision, recorded_precision
 from trainwell.engine.state import LoopState
@@ -124,7 +124,7 @@ def run(cfg: Config, run_dir: Path, world: World, *, resume: bool, branch_from: 
         app_state = dist_ckpt.sharded_app_state(app_state, job.model, optimizer)
     steps = total_steps(cfg, job)
     # the peak of all ranks' devices together: throughput below counts every rank's units
-    peak = peak_flops(device, precision.dtype or torch.float32) * world.size if job.flops_per_unit else 0.0
+    peak = PeakMeter(device, precision.dtype or torch.float32, world.size) if job.flops_per_unit else None
 
     # ---- restore: --resume continues this run exactly; --from branches a new one
     ckpt_root = run_dir / "checkpoints"
@@ -257,8 +257,8 @@ def run(cfg: Config, run_dir: Path, world: World, *, resume: bool, branch_from: 
                     values = {"train/loss": loss, "train/lr": lr, f"train/{job.units}_per_s": rate}
                     if grad_norm is not None:
                         values["train/grad_norm"] = grad_norm
-                    if peak:
-                        values["train/mfu"] = job.flops_per_unit * rate / peak
+                    if peak is not None:
+                        values["train/mfu"] = peak.mfu(job.flops_per_unit * rate)  # re-probes if beaten
                     step_metrics = {f"train/{k}": float(v) for k, v in out.metrics.items()}
                     values.update(step_metrics if single else mean_over_ranks(world, step_metrics))
                     if job.train_metrics is not None:
