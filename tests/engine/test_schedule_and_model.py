@@ -28,9 +28,29 @@ def test_linear_and_constant():
     assert lr_factor(99, 100, sched(name="constant", warmup_steps=0)) == 1.0
 
 
+def test_wsd_is_flat_then_decays_linearly_at_the_end():
+    s = sched(name="wsd", warmup_steps=10, min_lr_ratio=0.0, decay_fraction=0.3)
+    assert lr_factor(5, 100, s) == pytest.approx(0.6)  # warmup
+    assert lr_factor(10, 100, s) == lr_factor(69, 100, s) == 1.0  # stable
+    assert lr_factor(70, 100, s) == pytest.approx(1 - 1 / 30) and lr_factor(84, 100, s) == pytest.approx(0.5)
+    assert lr_factor(99, 100, s) == pytest.approx(0.0)  # the last step reaches the floor
+
+
+def test_speedrun_model_options():
+    m = tiny_gpt(qk_norm=True, activation="relu2", norm="rmsnorm", logit_softcap=5.0, zero_init_proj=True,
+                 tie_embeddings=False, mlp_ratio=2)
+    logits = m(torch.randint(0, 50, (2, 16)))
+    assert logits.shape == (2, 16, 50) and logits.abs().max() <= 5.0  # soft-capped
+    assert m.blocks[0].mlp.fc.out_features == 64 and not m.blocks[0].attn.proj.weight.any()
+    assert m.lm_head.weight is not m.tok_emb.weight
+    # a plain model's parameter names (what checkpoints hold) do not change with the norm kind
+    assert set(tiny_gpt(norm="rmsnorm").state_dict()) <= set(tiny_gpt().state_dict())
+
+
 def tiny_gpt(**kw):
     cfg = load_config("default", ["model.n_layer=2", "model.n_embd=32", "model.n_head=2"] +
-                      [f"model.{k}={str(v).lower()}" for k, v in kw.items()]).model
+                      [f"model.{k}={v!r}" if isinstance(v, str) else f"model.{k}={str(v).lower()}"
+                       for k, v in kw.items()]).model
     return build_gpt(cfg, vocab_size=50, context=16)
 
 

@@ -88,6 +88,17 @@ class GPTConfig:
     tie_embeddings: bool = opt(True, "share the token embedding with the output layer")
     position: str = opt("learned", "position information: learned absolute embeddings, or rotary "
                         "(RoPE, relative positions inside attention)", choices=("learned", "rope"))
+    activation: str = opt("gelu", "MLP activation: gelu, or relu2 (ReLU squared, So et al. 2021 'Primer'; "
+                          "used by the modded-nanogpt speedruns)", choices=("gelu", "relu2"))
+    mlp_ratio: int = opt(4, "MLP hidden width as a multiple of n_embd", min=1)
+    norm: str = opt("layernorm", "normalisation: layernorm, or rmsnorm (no mean subtraction, a little cheaper)",
+                    choices=("layernorm", "rmsnorm"))
+    qk_norm: bool = opt(False, "RMS-normalise queries and keys per head before attention (QK-norm): bounded "
+                        "attention logits, so higher learning rates stay stable")
+    logit_softcap: float = opt(0.0, "cap output logits smoothly at +-c with c * tanh(logits / c) (0 = off; "
+                               "modded-nanogpt uses 15-30)", min=0.0)
+    zero_init_proj: bool = opt(False, "start every block's output projections at zero, so each block begins "
+                               "as the identity (as in the modded-nanogpt speedruns)")
 
 
 @dataclass
@@ -151,22 +162,32 @@ class MLMObjectiveConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = opt("adamw", "optimizer", choices=("adamw", "sgd"))
-    lr: float = opt(1e-3, "peak learning rate", min=0.0)
+    name: str = opt("adamw", "optimizer: adamw, sgd, or muon (Muon for the transformer blocks' matrices, AdamW "
+                    "with lr/beta/eps/weight_decay below for embeddings, head, norms and biases; see "
+                    "trainwell/engine/muon.py)", choices=("adamw", "sgd", "muon"))
+    lr: float = opt(1e-3, "peak learning rate (with muon: of the AdamW part)", min=0.0)
     weight_decay: float = opt(0.1, "decoupled weight decay on matrices (not biases/norms)", min=0.0)
     beta1: float = opt(0.9, "AdamW beta1", min=0.0, max=1.0)
     beta2: float = opt(0.99, "AdamW beta2", min=0.0, max=1.0)
     eps: float = opt(1e-8, "AdamW epsilon", min=0.0)
     momentum: float = opt(0.9, "SGD momentum", min=0.0, max=1.0)
     grad_clip: float = opt(1.0, "clip the global gradient norm to this (0 = off)", min=0.0)
+    muon_lr: float = opt(0.02, "muon: peak learning rate of the block matrices (follows the same schedule)",
+                         min=0.0)
+    muon_momentum: float = opt(0.95, "muon: Nesterov momentum", min=0.0, max=1.0)
+    muon_weight_decay: float = opt(0.0, "muon: decoupled weight decay on the block matrices", min=0.0)
+    muon_ns_steps: int = opt(5, "muon: Newton-Schulz iterations per orthogonalisation", min=1)
 
 
 @dataclass
 class ScheduleConfig:
-    name: str = opt("cosine", "learning-rate schedule after warmup",
-                    choices=("cosine", "linear", "constant"))
+    name: str = opt("cosine", "learning-rate schedule after warmup: cosine, linear, constant, or wsd (warmup, "
+                    "stable at optim.lr, then a linear decay over the last decay_fraction of the steps)",
+                    choices=("cosine", "linear", "constant", "wsd"))
     warmup_steps: int = opt(100, "linear warmup steps from 0 to optim.lr", min=0)
     min_lr_ratio: float = opt(0.1, "final learning rate as a fraction of optim.lr", min=0.0, max=1.0)
+    decay_fraction: float = opt(0.3, "wsd: share of all steps spent decaying to min_lr_ratio at the end",
+                                min=0.0, max=1.0)
 
 
 @dataclass
