@@ -6,6 +6,10 @@
 
 from typing import Any
 
+from trainwell.threads import apply_defaults as _apply_thread_defaults
+
+_apply_thread_defaults()  # OpenMP settings that share cores gracefully; must run before torch loads
+
 __version__ = "0.1.0"
 __all__ = ["train", "generate", "evaluate", "load_config"]
 

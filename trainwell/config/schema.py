@@ -177,6 +177,9 @@ class OptimConfig:
     muon_momentum: float = opt(0.95, "muon: Nesterov momentum", min=0.0, max=1.0)
     muon_weight_decay: float = opt(0.0, "muon: decoupled weight decay on the block matrices", min=0.0)
     muon_ns_steps: int = opt(5, "muon: Newton-Schulz iterations per orthogonalisation", min=1)
+    muon_ns_dtype: str = opt("auto", "muon: dtype of the Newton-Schulz matmuls: auto (bf16 where bf16 matmuls "
+                             "are native: CUDA, AMX/AVX-512-BF16 CPUs; else fp32), fp32 or bf16",
+                             choices=("auto", "fp32", "bf16"))
 
 
 @dataclass

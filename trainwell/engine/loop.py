@@ -30,6 +30,7 @@ from trainwell.engine.precision import Precision, choose_precision, recorded_pre
 from trainwell.engine.state import LoopState
 from trainwell.engine.transfer import prepare_model
 from trainwell.engine.wrap import apply_activation_checkpointing, maybe_compile
+from trainwell.threads import applied as openmp_settings
 from trainwell.errors import CheckpointError, ConfigError, TrainingDiverged, TrainwellError
 
 
@@ -145,7 +146,8 @@ def run(cfg: Config, run_dir: Path, world: World, *, resume: bool, branch_from: 
             "recipe": recipe_name, "device": str(device), "config_hash": config_hash(cfg),
             "resumed_from": str(restored_from) if restored_from else None, "facts": job.facts,
             "world_size": world.size, "strategy": world.strategy,
-            "precision": precision.name, "precision_reason": precision_reason})
+            "precision": precision.name, "precision_reason": precision_reason,
+            "threads": f"{torch.get_num_threads()} torch threads; {openmp_settings()}"})
         write_json(run_dir / ("meta.json" if not restored_from or not resume else f"meta-resume-{loop.step}.json"),
                    meta)
         sinks.append(MetricsJSONL(run_dir / "metrics.jsonl", resume_step=resume_step))

@@ -36,6 +36,12 @@ def native_bf16(device: torch.device) -> bool:
     return device.type == "cpu" and bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
 
 
+def ns_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if native_bf16(device) else torch.float32
+    return torch.bfloat16 if name == "bf16" else torch.float32
+
+
 def orthogonalize(g: torch.Tensor, steps: int, dtype: torch.dtype, eps: float = 1e-7) -> torch.Tensor:
     """(n, A, B) matrices -> (n, A, B), each pushed towards U V^T of its SVD (singular values ~1)."""
     a, b, c = NS_COEFFICIENTS
@@ -136,7 +142,7 @@ def build_muon(model: torch.nn.Module, cfg: Any, device: torch.device) -> MuonAd
     groups = [g for g in groups if g["params"]]
     return MuonAdamW(muon, splits, groups, muon_lr=cfg.muon_lr, momentum=cfg.muon_momentum,
                      weight_decay=cfg.muon_weight_decay, ns_steps=cfg.muon_ns_steps,
-                     ns_dtype=torch.bfloat16 if native_bf16(device) else torch.float32,
+                     ns_dtype=ns_dtype(cfg.muon_ns_dtype, device),
                      lr_scale=cfg.muon_lr / cfg.lr if cfg.lr > 0 else 0.0,
                      lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
                      fused=device.type in ("cpu", "cuda"))
