@@ -45,8 +45,8 @@ def baseline_arm(steps: int) -> float:
 
     from baseline_loop import hand_loop
     from trainwell.config import load_config
-    from trainwell.engine.job import build_job
-    from trainwell.engine.loop import seed_everything
+    from trainwell.paradigms import build_job
+    from trainwell.engine.trainer import seed_everything
     from trainwell.engine.optim import build_optimizer, lr_factor
     from trainwell.engine.precision import Precision, choose_precision
 

@@ -21,7 +21,7 @@ def main() -> None:
     from baseline_loop import hand_loop
     from common import SHAKESPEARE
     from trainwell.config import load_config
-    from trainwell.engine.job import build_job
+    from trainwell.paradigms import build_job
     from trainwell.engine.optim import build_optimizer
     from trainwell.engine.precision import Precision, choose_precision
 

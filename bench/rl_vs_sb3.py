@@ -15,7 +15,10 @@ sides (trainwell's also excludes checkpoint writes and logging; its wall time is
     SB3        DQN with the RL-Zoo CartPole-v1 settings ([256, 256], lr 2.3e-3, batch 64, learning
                starts 1,000, train_freq 256, 128 gradient steps, target update 10, epsilon 1 -> 0.04
                over 16 % of 50k steps), evaluated at 3,560 + k * 2,560 env steps.
-    trainwell  `trainwell train cartpole_dqn` (the same settings and evaluation points).
+    trainwell  `trainwell train cartpole_dqn`: the same settings and evaluation points, and the
+               same target schedule in effect (counted in env steps: one copy after each
+               collection), but shorter bursts: 32 updates after every 64 env steps (RL-Zoo's
+               ratio; see bench/RESULTS.md). Double DQN where SB3's is plain DQN.
 
 SB3 is installed into its own virtual environment (--system-site-packages, so it uses this
 machine's torch); it is not a trainwell dependency.

@@ -32,10 +32,11 @@ def build(recipe: str, sets: list[str]):
     import torch
 
     from trainwell.config import load_config
-    from trainwell.engine.job import build_job, to_device
-    from trainwell.engine.loop import seed_everything
+    from trainwell.engine.job import to_device
     from trainwell.engine.optim import build_optimizer
     from trainwell.engine.precision import Precision, choose_precision
+    from trainwell.engine.state import seed_everything
+    from trainwell.paradigms import build_job
 
     if recipe == "shakespeare_char":
         sets = [f"data.path={SHAKESPEARE}", *sets]

@@ -50,3 +50,20 @@ def run_cli(*args: str, timeout: float = 300, **kw) -> "subprocess.CompletedProc
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def paradigm_run(tiny_text, tmp_path_factory):
+    """``paradigm_run("ppo")``: the tiny run of that paradigm (tests/paradigms.py), trained on first use
+    and shared by every test of the session, with the figures it saved."""
+    import paradigms
+
+    root = tmp_path_factory.mktemp("paradigms")
+    done: dict[str, paradigms.Run] = {}
+
+    def get(name: str) -> "paradigms.Run":
+        if name not in done:
+            done[name] = paradigms.train(name, tiny_text, root)
+        return done[name]
+
+    return get

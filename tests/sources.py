@@ -11,7 +11,7 @@ def assert_source_resumes_exactly(cfg: Any, before: int, after: int) -> dict[str
     """Draw ``before`` batches from the job's source, save its state, draw ``after`` more; a fresh
     job restored from that state (same weights, same global RNG) must yield identical batches.
     Returns the last batch drawn before the state was saved."""
-    from trainwell.engine.job import build_job
+    from trainwell.paradigms import build_job
 
     torch.manual_seed(0)
     job = build_job(cfg, torch.device("cpu"))

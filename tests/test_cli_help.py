@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-COMMANDS = ["train", "recipes", "check", "report", "generate", "eval"]
+COMMANDS = ["train", "plan", "recipes", "check", "report", "compare", "export", "generate", "eval"]
 
 
 def test_help_lists_commands(cli):

@@ -1,6 +1,6 @@
 """trainwell: one training loop for every paradigm.
 
-``from trainwell import train, generate, evaluate, load_config`` — imported lazily, so that
+``from trainwell import train, trainer, fit, plan, generate, evaluate, load_config`` — imported lazily, so that
 ``import trainwell`` (and ``trainwell --help``) stays fast and free of torch.
 """
 
@@ -10,12 +10,13 @@ from trainwell.threads import apply_defaults as _apply_thread_defaults
 
 _apply_thread_defaults()  # OpenMP settings that share cores gracefully; must run before torch loads
 
-__version__ = "0.1.0"
-__all__ = ["train", "generate", "evaluate", "load_config"]
+from trainwell.version import __version__  # noqa: E402
+
+__all__ = ["train", "trainer", "fit", "plan", "generate", "evaluate", "load_config", "LossOutput"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("train", "generate", "evaluate"):
+    if name in ("train", "trainer", "fit", "plan", "generate", "evaluate"):
         from trainwell import api
 
         return getattr(api, name)
@@ -23,4 +24,8 @@ def __getattr__(name: str) -> Any:
         from trainwell.config import load_config
 
         return load_config
+    if name == "LossOutput":
+        from trainwell.objectives.base import LossOutput
+
+        return LossOutput
     raise AttributeError(f"module 'trainwell' has no attribute {name!r}")

@@ -28,10 +28,15 @@ def fail(e: TrainwellError) -> None:
 
 
 def guarded(fn: Callable[[], Any]) -> Any:
+    """Run a command; a TrainwellError is its one sentence, anything else too (traceback to a log)."""
     try:
         return fn()
     except TrainwellError as e:
         fail(e)
+    except Exception as e:  # noqa: BLE001  (the catch-all: no traceback on the console, ever)
+        from trainwell.errors import unexpected
+
+        fail(unexpected(e, "the command", getattr(e, "run_dir", None)))
 
 
 @app.command()
@@ -98,8 +103,33 @@ def check(
 
 
 @app.command()
-def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None:
-    """Print a run's summary and (re)draw its plots."""
+def plan(
+    recipe: str = typer.Argument("default", help="Recipe name or .toml path."),
+    sets: list[str] = typer.Option([], "--set", help=SET_HELP),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="Plan for this many data-parallel processes (distributed.strategy)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+) -> None:
+    """Plan a run without training: parameters, FLOPs, memory term by term (training and inference), time."""
+
+    def go() -> None:
+        import json
+
+        from trainwell.api import plan as make_plan
+        from trainwell.track.plan_report import render
+
+        result = make_plan(recipe, sets, nproc=nproc).to_dict()
+        typer.echo(json.dumps(result, indent=1) if as_json else "\n".join(render(result, recipe)))
+
+    guarded(go)
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="A run directory."),
+    html: bool = typer.Option(False, "--html", help="Also write one self-contained HTML page (plots and GIF embedded; opens offline)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="With --html: the file to write (default: RUN_DIR/report.html)."),
+) -> None:
+    """Print a run's summary and (re)draw its plots; --html writes a page to open or share."""
 
     def go() -> None:
         if not (run_dir / "metrics.jsonl").is_file():
@@ -110,6 +140,49 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None
         render_summary(summarize(run_dir))
         for path in draw_plots(run_dir):
             typer.echo(f"plot: {path}")
+        if html:
+            from trainwell.track.html import write_html
+
+            typer.echo(f"report: {write_html(run_dir, out)}")
+
+    guarded(go)
+
+
+@app.command()
+def compare(
+    run_dirs: list[Path] = typer.Argument(..., help="Two or more run directories (e.g. runs/lr-*)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the plots and compare.md (default: compare-<time> next to the runs)."),
+) -> None:
+    """Overlay runs: one plot per shared metric, and a table of final/best metrics and differing config keys."""
+
+    def go() -> None:
+        from trainwell.track.compare import compare as run_compare
+
+        run_compare(run_dirs, out)
+
+    guarded(go)
+
+
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="A run directory of a GPT language model."),
+    out_dir: Path = typer.Argument(..., help="New folder to write (must not exist or be empty)."),
+    to: str = typer.Option("hf", "--to", help="Format: hf (a Hugging Face transformers GPT-2 folder)."),
+    checkpoint: Optional[str] = typer.Option(None, help="Checkpoint folder or name (default: newest valid)."),
+    merge: bool = typer.Option(False, help="LoRA runs: fold the adapters into the base (default: base + adapter/)."),
+) -> None:
+    """Export a trained GPT: `trainwell export RUN --to hf OUT` loads with AutoModelForCausalLM.from_pretrained(OUT)."""
+
+    def go() -> None:
+        if to != "hf":
+            raise TrainwellError(f"--to {to}: unknown export format; the one supported is 'hf' (Hugging Face transformers).")
+        from trainwell.export.hf import export_hf
+
+        out = export_hf(run_dir, out_dir, checkpoint=checkpoint, merge=merge)
+        typer.echo(f"exported {out['checkpoint']} to {out['out_dir']} (GPT-2, vocab {out['vocab_size']}, "
+                   f"{out['n_positions']} positions; largest logit difference {out['max_logit_diff']:.1e})")
+        if out["adapter_dir"] is not None:
+            typer.echo(f"LoRA adapter (PEFT): {out['adapter_dir']}")
 
     guarded(go)
 
@@ -130,7 +203,7 @@ def generate(
     """Sample text from a trained model (batched, KV cache; reports latency per token)."""
 
     def go() -> None:
-        from trainwell.engine.inference import generate as run_generate
+        from trainwell.inference import generate as run_generate
 
         out = run_generate(run_dir, prompt, checkpoint=checkpoint, n=samples, max_new_tokens=max_new_tokens,
                            temperature=temperature, top_k=top_k, seed=seed, merge=merge, stop=tuple(stop))
@@ -150,10 +223,79 @@ def eval_(
     """Evaluate a checkpoint on the validation split."""
 
     def go() -> None:
-        from trainwell.engine.inference import eval_checkpoint
+        from trainwell.inference import eval_checkpoint
 
         for key, value in eval_checkpoint(run_dir, checkpoint, merge=merge).items():
             typer.echo(f"{key:<20} {value:.4f}" if isinstance(value, float) else f"{key:<20} {value}")
+
+    guarded(go)
+
+
+federate = typer.Typer(help="Federated training across machines (Flower's deployment runtime): one server, "
+                              "one client per silo. On one machine, `trainwell train` with federated.silos > 0 "
+                              "simulates the silos instead.", no_args_is_help=True)
+app.add_typer(federate, name="federate")
+
+
+def security(insecure: bool, certificates: Optional[Path] = None, root_certificates: Optional[Path] = None,
+             auth_keys: Optional[Path] = None, auth_key: Optional[Path] = None) -> Any:
+    from trainwell.federated.deploy import Security
+
+    if insecure and (certificates or root_certificates):
+        raise TrainwellError("use either --insecure or TLS certificates, not both.")
+    return Security(insecure=insecure, certificates=certificates, root_certificate=root_certificates,
+                    auth_keys=auth_keys, auth_key=auth_key)
+
+
+@federate.command("server")
+def federate_server(
+    recipe: str = typer.Argument("default", help="Recipe name or .toml path with a [federated] section."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Folder for this run (default: runs/<name>-<time>)."),
+    sets: list[str] = typer.Option([], "--set", help=SET_HELP),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this federated run from its newest round checkpoint."),
+    host: str = typer.Option("0.0.0.0", help="Address the SuperLink listens on."),
+    port: int = typer.Option(9093, min=1, max=65535, help="Port of the SuperLink (silos connect to HOST:PORT)."),
+    insecure: bool = typer.Option(False, "--insecure", help="No TLS (only on a trusted network or loopback)."),
+    certificates: Optional[Path] = typer.Option(None, "--certificates", help="Folder with ca.crt, server.pem, server.key (TLS)."),
+    auth_keys: Optional[Path] = typer.Option(None, "--auth-keys", help="Folder of the silos' public keys (*.pub): only they may join."),
+) -> None:
+    """Run the federated server: a Flower SuperLink and trainwell's ServerApp (waits for federated.silos clients)."""
+
+    def go() -> None:
+        from trainwell.api import resolve
+        from trainwell.federated.deploy import serve
+        from trainwell.track.report import render_summary, summarize
+
+        cfg, target, _ = resolve(recipe, sets, run_dir, resume)
+        if not cfg.federated.silos:
+            raise TrainwellError("the recipe is not federated: set federated.silos (the number of silos to wait for).")
+        serve(cfg, target, host=host, port=port, security=security(insecure, certificates, auth_keys=auth_keys))
+        render_summary(summarize(target))
+        typer.echo(f"\nrun saved in {target}")
+
+    guarded(go)
+
+
+@federate.command("client")
+def federate_client(
+    server: str = typer.Option(..., "--server", help="The server's HOST:PORT."),
+    data: str = typer.Option("", "--data", help="This silo's data: an image folder, a table (.csv/.parquet) or a text file."),
+    state: Path = typer.Option(Path("trainwell-silo"), "--state", help="Folder for this silo's own checkpoints."),
+    name: str = typer.Option("", "--name", help="Name of this silo in the server's summary (default: the data's file name)."),
+    silo: int = typer.Option(-1, "--silo", help="Without --data: train on share N of the server's recipe data (trying it on one machine)."),
+    insecure: bool = typer.Option(False, "--insecure", help="No TLS (only on a trusted network or loopback)."),
+    root_certificates: Optional[Path] = typer.Option(None, "--root-certificates", help="The CA certificate that signed the server's."),
+    auth_key: Optional[Path] = typer.Option(None, "--auth-key", help="This silo's private key (SuperNode authentication)."),
+) -> None:
+    """Join a federated run as one silo: a Flower SuperNode running trainwell's ClientApp on local data."""
+
+    def go() -> None:
+        from trainwell.federated.deploy import join
+
+        code = join(server, data=data, state=state, name=name, silo=silo,
+                    security=security(insecure, root_certificates=root_certificates, auth_key=auth_key))
+        if code:
+            raise TrainwellError(f"the SuperNode exited with status {code}; see {state / 'supernode.log'}.")
 
     guarded(go)
 

@@ -76,7 +76,7 @@ def test_lora_on_a_hugging_face_model_round_trips_through_peft(tmp_path, hf_fold
                           run_dir=tmp_path / "lora")
     s = res.summary
     assert s["trainable_parameters"] < 0.2 * s["total_parameters"]
-    from trainwell.engine.inference import load_for_inference
+    from trainwell.inference import load_for_inference
 
     _, job, _, _ = load_for_inference(res.run_dir)
     x = torch.randint(5, 21, (3, 12))
@@ -89,7 +89,7 @@ def test_lora_on_a_hugging_face_model_round_trips_through_peft(tmp_path, hf_fold
     import peft
 
     from trainwell.config import load_config
-    from trainwell.engine.job import build_job
+    from trainwell.paradigms import build_job
 
     fresh = build_job(load_config(str(res.run_dir / "config.toml"), ["adapter.method=none"]), torch.device("cpu")).model
     loaded = peft.PeftModel.from_pretrained(fresh, str(res.run_dir / "adapter")).eval()

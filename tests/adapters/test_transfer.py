@@ -65,7 +65,7 @@ def test_from_a_whole_model_into_lora_points_to_init_from(tmp_path, finetune, pr
 
 
 def build_trained(run: Path, *, merge: bool = False) -> torch.nn.Module:
-    from trainwell.engine.inference import load_for_inference
+    from trainwell.inference import load_for_inference
 
     _, job, _, _ = load_for_inference(run, merge=merge)
     return job.model
@@ -74,8 +74,8 @@ def build_trained(run: Path, *, merge: bool = False) -> torch.nn.Module:
 def fresh_base(run: Path) -> torch.nn.Module:
     """The pretrained model of a run, without adapters."""
     from trainwell.config import load_config
-    from trainwell.engine.job import build_job
-    from trainwell.engine.loop import init_weights
+    from trainwell.paradigms import build_job
+    from trainwell.engine.prepare import init_weights
 
     cfg = load_config(str(run / "config.toml"))
     job = build_job(cfg, torch.device("cpu"))
@@ -176,7 +176,7 @@ def test_resume_is_bit_identical(tmp_path, finetune, cli, method):
 
 def test_replay_mixes_pretraining_windows(finetune, pretrained):
     from trainwell.config import load_config
-    from trainwell.engine.job import build_job
+    from trainwell.paradigms import build_job
 
     cfg = load_config("default", finetune(data__replay_fraction=0.25))
     job = build_job(cfg, torch.device("cpu"))

@@ -76,3 +76,30 @@ def test_hash_ignores_logging_but_not_training():
 def test_parse_value():
     assert parse_value("3e-4") == 3e-4 and parse_value("true") is True
     assert parse_value("hello") == "hello" and parse_value("[1, 2]") == [1, 2]
+
+
+def test_evaluation_only_keys_are_not_in_the_hash_and_may_change_on_resume(tmp_path):
+    from trainwell.config import config_hash, trajectory_items
+    from trainwell.engine.restore import check_same_config
+    from trainwell.errors import CheckpointError
+
+    a = load_config("cartpole_ppo")
+    b = load_config("cartpole_ppo", ["data.eval_episodes=3", "data.eval_seed=7", "data.video=false", "eval.every=9"])
+    assert "data.eval_episodes" not in trajectory_items(a) and config_hash(a) == config_hash(b)
+    # a checkpoint written before these keys left the hash still resumes with other values
+    old = {"meta": {"config": {**trajectory_items(a), "data.eval_episodes": 10}}}
+    check_same_config(tmp_path, old, b)
+    with pytest.raises(CheckpointError, match="data.gamma"):
+        check_same_config(tmp_path, old, load_config("cartpole_ppo", ["data.gamma=0.9"]))
+
+
+def test_import_path_sections_keep_their_keys_and_round_trip():
+    from trainwell.config import to_toml
+
+    text = ("[model]\nname = 'my_pkg.nets:build'\nwidth = 64\nacts = ['relu', 'tanh']\n"
+            "[objective]\nname = 'my_pkg.losses:mse'\nscale = 0.5\n")
+    cfg = load_config(text=text, overrides=["model.width=128"])
+    assert (cfg.model.name, cfg.model.width, cfg.model.acts, cfg.objective.scale) == (
+        "my_pkg.nets:build", 128, ["relu", "tanh"], 0.5)
+    assert load_config(text=to_toml(cfg)) == cfg  # config.toml of a run reads back the same
+    assert load_config(text=text) != cfg

@@ -10,7 +10,7 @@ import pytest
 
 from trainwell import checkpoint as ckpt
 from trainwell.config import load_config
-from trainwell.engine.loop import train
+from trainwell.api import train
 from trainwell.errors import CheckpointError, TrainingDiverged
 
 
@@ -99,7 +99,7 @@ def test_branch_with_a_model_that_does_not_fit(cli, tmp_path, tiny):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny, monkeypatch):
-    import trainwell.engine.job as job_mod
+    import trainwell.objectives as job_mod
 
     real = job_mod.OBJECTIVES["lm"]
     calls = {"n": 0}
@@ -112,11 +112,12 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny, monkeypat
         return out
 
     monkeypatch.setitem(job_mod.OBJECTIVES, "lm", poisoned)
-    cfg = load_config("default", tiny())
+    # (without the memory check: its simulated step calls the objective too, which would move the count)
+    cfg = load_config("default", tiny(train__memory_check=False))
     run = tmp_path / "nan"
     (run / "checkpoints").mkdir(parents=True)
     with pytest.raises(TrainingDiverged, match=r"loss became nan at step 13.*step-10"):
-        train(cfg, run)
+        train(cfg, run_dir=run)
     names = [p.name for p in ckpt.list_checkpoints(run / "checkpoints")]
     assert names[-1] == "step-10"
     ckpt.verify(run / "checkpoints" / "step-10")
@@ -145,7 +146,7 @@ def test_disk_full_while_saving(tmp_path, tiny, monkeypatch):
     run = tmp_path / "full"
     (run / "checkpoints").mkdir(parents=True)
     with pytest.raises(CheckpointError, match="No space left on device"):
-        train(cfg, run)
+        train(cfg, run_dir=run)
     names = [p.name for p in (run / "checkpoints").iterdir()]
     assert names == ["step-5"], names  # the good one survives; no half-written step-10, no temp dir
     ckpt.verify(run / "checkpoints" / "step-5")

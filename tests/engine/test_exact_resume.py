@@ -18,50 +18,69 @@ from trainwell.checkpoint import list_checkpoints
 
 STEPS = 300
 
-# (recipe, overrides beyond the tiny text setup or None for non-text recipes)
-CASES = {
+# recipe -> overrides. Text recipes: beyond the tiny text setup (dropout exercises the RNG streams,
+# grad_accum the micro-batch boundary). Others: raw keys, after the loop settings below (small
+# models and baselines: what is tested is that every piece of state resumes, not the model's quality)
+TEXT = {
     "gpt": ("default", dict(model__dropout=0.1, train__grad_accum=2)),
     "mlm": ("code_mlm", dict(model__dropout=0.1)),
-    "cnn": ("digits_cnn", None),
-    "mlp": ("diabetes_mlp", None),
-    "simclr": ("digits_cluster", None),
-    "flow": ("digits_density", None),
+}
+CASES = {
+    "cnn": ("digits_cnn", {"model.channels": "[8,16]", "train.batch_size": 32}),
+    "mlp": ("diabetes_mlp", {}),
+    # fresh augmentations every batch; k-means baselines and scores on a small embedding
+    "simclr": ("digits_cluster", {"model.channels": "[8]", "model.embed_dim": 16, "model.proj_dim": 8,
+                                  "train.batch_size": 32}),
+    # fresh dequantization noise every batch; one GMM baseline
+    "flow": ("digits_density", {"model.couplings": 2, "model.hidden": 32, "objective.gmm_components": "[1]",
+                                "train.batch_size": 32}),
     # 4,000 env steps = 20 rollouts of 200 x 20 updates = 400 optimizer steps; 2 eval episodes
     # normalisation on: its running statistics must resume too
     "ppo": ("cartpole_ppo", {"data.total_env_steps": 4000, "data.eval_episodes": 2, "eval.stop_metric": "''",
                              "model.normalize_obs": "true", "data.normalize_reward": "true", "data.video": "false"}),
     # (2,200 - 200 warm-up) / 64 = 31 collections x 13 updates = 403 optimizer steps; the target network
-    # is copied every 10 updates, so kills land between copies
+    # is copied when the env steps pass a multiple of 100 (after some collections, not others), so
+    # kills land between copies
     "dqn": ("cartpole_dqn", {"data.total_env_steps": 2200, "data.learning_starts": 200, "data.collect_steps": 64,
-                             "data.updates_per_collect": 13, "data.eval_episodes": 2, "eval.stop_metric": "''",
+                             "data.updates_per_collect": 13, "data.target_every_env_steps": 100,
+                             "data.eval_episodes": 2, "eval.stop_metric": "''",
                              "model.hidden": "[32,32]", "data.video": "false"}),
     # masked actions + env state via get_state/set_state: 6 rollouts of 4 x 32 env steps x 64 updates
     "placement": ("placement_ppo", {"data.total_env_steps": 768, "data.num_envs": 4, "data.minibatch_size": 32,
                                     "data.update_epochs": 16, "data.eval_episodes": 3, "model.hidden": "[32]",
                                     "data.video": "false"}),
 }
+LOOP = {"train.steps": STEPS, "train.epochs": 0, "train.threads": 1, "checkpoint.every": 7, "eval.every": 50,
+        "log.tensorboard": "false", "log.plots": "false"}
 TOTALS = {"ppo": 400, "dqn": 403, "placement": 384}
+
+# the user's own model, data and loss (defined in tests/paradigms/test_byo.py): by import path from
+# a recipe, and as Python objects handed to trainwell.fit() by a script of the user's
+BYO = Path(__file__).parents[1] / "paradigms"
+CASES["byo"] = (str(BYO / "byo.toml"), {})
+SCRIPTS = {"fit": [str(BYO / "test_byo.py"), "fit"]}  # trainwell.fit(..., checkpoint.every=7, 300 steps)
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BYO), os.environ.get("PYTHONPATH", "")])}
 
 
 def start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "trainwell", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ})
+    return subprocess.Popen([sys.executable, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=ENV)
 
 
-def sets(tiny, extra) -> list[str]:
-    if isinstance(extra, dict) and any("." in k for k in extra):  # raw keys for non-text recipes
-        loop = ["checkpoint.every=7", "eval.every=50", "log.tensorboard=false", "log.plots=false"]
-        flat = loop + [f"{k}={v}" for k, v in extra.items()]
-        return [a for s in flat for a in ("--set", s)]
-    # dropout exercises the RNG streams; grad_accum the micro-batch boundary; eval the val path.
-    common = dict(train__steps=STEPS, checkpoint__every=7, eval__every=50, log__tensorboard=False,
-                  log__plots=False)
-    if extra is None:  # in-memory datasets: only the loop settings
-        flat = [f"{k.replace('__', '.')}={str(v).lower() if isinstance(v, bool) else v}"
-                for k, v in {**common, "train__epochs": 0, "train__threads": 1}.items()]
+def commands(case: str, tiny, run_dir: Path) -> tuple[list[str], list[str]]:
+    """(start a run in run_dir, resume it): the CLI for recipes, the user's own script for "fit"."""
+    if case in SCRIPTS:
+        return [*SCRIPTS[case], str(run_dir)], [*SCRIPTS[case], str(run_dir), "--resume"]
+    if case in TEXT:
+        recipe, extra = TEXT[case]
+        flat = tiny(eval__samples=0, train__steps=STEPS, checkpoint__every=7, eval__every=50,
+                    log__tensorboard=False, log__plots=False, **extra)
     else:
-        flat = tiny(eval__samples=0, **common, **extra)
-    return [a for s in flat for a in ("--set", s)]
+        recipe, extra = CASES[case]
+        flat = [f"{k}={v}" for k, v in {**LOOP, **extra}.items()]
+    cli = ["-m", "trainwell", "train"]
+    sets = [a for s in flat for a in ("--set", s)]
+    return [*cli, "--run-dir", str(run_dir), recipe, *sets], [*cli, "--resume", str(run_dir)]
 
 
 def final_tensors(run: Path, name: str) -> dict:
@@ -78,19 +97,17 @@ def assert_identical(a: dict, b: dict) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", [*TEXT, *CASES, *SCRIPTS])
 def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path, tiny, case):
-    recipe, extra = CASES[case]
     ref, killed = tmp_path / "ref", tmp_path / "killed"
-    args = [recipe, *sets(tiny, extra)]
-    done = subprocess.run([sys.executable, "-m", "trainwell", "train", "--run-dir", str(ref), *args],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, *commands(case, tiny, ref)[0]], capture_output=True, text=True,
+                          timeout=600, env=ENV)
     assert done.returncode == 0, done.stderr
 
     rng = random.Random(os.getpid() ^ int(time.time()))
     total = TOTALS.get(case, STEPS)
     kills = 0
-    cmd = ["train", "--run-dir", str(killed), *args]
+    cmd, resume = commands(case, tiny, killed)
     for attempt in range(3):
         proc = start(cmd)
         # wait until this attempt has written at least one new checkpoint, then kill at a random instant
@@ -109,11 +126,10 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path, tiny, c
         else:
             assert proc.returncode == 0, proc.stderr.read()
             break
-        cmd = ["train", "--resume", str(killed)]
+        cmd = resume
     assert kills >= 1, "the run finished before it could be killed; raise STEPS"
     if proc.returncode != 0:  # last attempt was killed: finish the run
-        done = subprocess.run([sys.executable, "-m", "trainwell", *cmd], capture_output=True, text=True,
-                              timeout=600)
+        done = subprocess.run([sys.executable, *cmd], capture_output=True, text=True, timeout=600, env=ENV)
         assert done.returncode == 0, done.stderr
 
     newest = lambda run: max(run.glob("checkpoints/step-*"), key=lambda p: int(p.name.split("-")[1])).name  # noqa: E731

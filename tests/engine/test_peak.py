@@ -84,3 +84,14 @@ def test_real_probe_beats_the_floor_on_a_quiet_core(tmp_path, monkeypatch):
     """Not a timing assertion: the floor is 10-30x under what this CPU kind measures."""
     monkeypatch.setenv("TRAINWELL_CACHE", str(tmp_path))
     assert peak.probe(CPU, F32, max_n=512, seconds=0.02) > 0
+
+
+def test_a_run_never_logs_mfu_above_one(probes, tmp_path, tiny):
+    """The Trainer's MFU goes through the meter: a peak probed far too low is raised, not exceeded."""
+    import trainwell
+
+    probes(1e3)  # a hopeless peak (1 kFLOP/s), as if probed while the cores were taken
+    res = trainwell.train("default", tiny(train__steps=6, log__every=2, eval__every=0), run_dir=tmp_path / "run")
+    rows = [json.loads(line) for line in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
+    mfu = [r["train/mfu"] for r in rows if "train/mfu" in r]
+    assert len(mfu) == 3 and all(0 < m <= 1.0 for m in mfu)

@@ -24,10 +24,11 @@ def fake_probe(tmp_path, monkeypatch):
     monkeypatch.setenv("TRAINWELL_CACHE", str(tmp_path / "cache"))
     calls = []
 
-    def install(bf16_speedup: float):
+    def install(bf16_speedup: float, fp32_flops: float = 100e9):
         def probe(shapes, device):
             calls.append(shapes)
-            return 1.0, 1.0 / bf16_speedup  # fp32 seconds, bf16 seconds
+            fp32 = sum(2 * r * i * o * n for r, i, o, n in shapes) / fp32_flops
+            return fp32, fp32 / bf16_speedup  # fp32 seconds, bf16 seconds
         monkeypatch.setattr(prec, "probe_matmuls", probe)
         return calls
     return install
@@ -60,6 +61,32 @@ def test_auto_keeps_fp32_where_bf16_is_slow_or_a_near_tie(fake_probe):
     table = json.loads((cache_dir() / prec.PROBE_CACHE).read_text())
     (key,) = table
     assert torch.__version__ in key and "threads=" in key  # cached per machine and torch version
+
+
+def test_a_probe_on_a_busy_core_decides_this_run_but_is_not_cached(fake_probe):
+    calls = fake_probe(3.0, fp32_flops=1e6)  # far below any CPU's floor: another process had the core
+    cfg, model = cfg_and_model()
+    assert choose_precision(cfg, model, CPU)[0] == "bf16"
+    assert not (cache_dir() / prec.PROBE_CACHE).exists()
+    fake_probe(0.05)  # the next run probes again (quietly this time) and caches what it finds
+    assert choose_precision(cfg, model, CPU)[0] == "fp32" and len(calls) == 2
+    assert "cached probe" in choose_precision(cfg, model, CPU)[1] and len(calls) == 2
+
+
+def test_cpu_isa_limits_change_the_flags_and_the_cache_key(monkeypatch):
+    """ONEDNN_MAX_CPU_ISA=AVX2 (how an AVX2-only CPU is emulated on an AMX one) turns bf16 hardware off."""
+    from trainwell.engine import machine
+
+    monkeypatch.setattr(machine, "_cpuinfo", lambda: {"model name": "Fake Xeon",
+                                                      "flags": "avx2 fma avx512f avx512_bf16 amx_bf16 amx_tile"})
+    for k in machine.ISA_LIMITS:
+        monkeypatch.delenv(k, raising=False)
+    full = machine.machine_key(CPU)
+    assert "amx_bf16" in machine.cpu_features()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert machine.cpu_features() == "avx2+fma" and machine.machine_key(CPU) != full
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert machine.cpu_features() == "avx2+fma+avx512f+avx512_bf16"
 
 
 def test_near_tie_stays_fp32(fake_probe):
@@ -107,10 +134,60 @@ def test_real_probe_is_short_and_positive(tmp_path, monkeypatch):
     assert torch.equal(torch.rand(2), expected)  # the probe leaves the global RNG alone
 
 
-def test_run_records_and_prints_the_choice(tmp_path, tiny, fake_probe, capsys):
+def test_run_records_prints_and_keeps_the_choice(tmp_path, tiny, fake_probe, capsys):
     fake_probe(2.0)
-    res = trainwell.train("default", tiny(train__precision="auto", train__steps=4, eval__every=0),
-                          run_dir=tmp_path / "run")
-    meta = json.loads((res.run_dir / "meta.json").read_text())
+    with trainwell.trainer("default", tiny(train__precision="auto", train__steps=4, eval__every=0,
+                                           checkpoint__every=2), run_dir=tmp_path / "run") as t:
+        t.fit(2)  # stopped after the checkpoint of step 2
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
     assert meta["precision"] == "bf16" and "2.00x" in meta["precision_reason"]
     assert "precision bf16: auto: bf16 matmuls 2.00x" in capsys.readouterr().out
+    # resumed where bf16 would now lose (another machine, or a cache cleared): it keeps bf16
+    calls = fake_probe(0.05)
+    probed = len(calls)  # (the fixture counts every probe of this test)
+    with trainwell.trainer("default", resume=tmp_path / "run") as t:
+        assert t.precision.name == "bf16" and t.loop.step == 2 and len(calls) == probed
+        t.fit()
+    resumed = json.loads((tmp_path / "run" / "meta-resume-2.json").read_text())
+    assert resumed["precision"] == "bf16" and "kept from the start" in resumed["precision_reason"]
+    # and so do eval and generate on the run (the recorded precision, not a new probe)
+    from trainwell.inference import run_precision, run_config
+    from trainwell.paradigms import build_job
+
+    cfg = run_config(tmp_path / "run")
+    assert run_precision(cfg, build_job(cfg, CPU), tmp_path / "run", CPU).name == "bf16" and len(calls) == probed
+
+
+def test_several_ranks_take_rank_zeros_choice(monkeypatch):
+    """DataParallel.agree: rank 0 decides (probes), every other rank gets its answer or its error."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from trainwell.distributed import strategy as dp
+
+    box: list = []  # what rank 0 broadcast; the other rank reads it (the ranks run one after the other here)
+
+    def broadcast(world, obj):
+        if world.main:
+            box[:] = [obj]
+        return box[0]
+    monkeypatch.setattr(dp, "broadcast_object", broadcast)
+    monkeypatch.setattr(dp, "collective", lambda world, what: contextlib.nullcontext())
+    ranks = []
+    for main in (True, False):
+        r = object.__new__(dp.DataParallel)
+        r.world = SimpleNamespace(main=main, size=2)
+        ranks.append(r)
+    decided = []
+
+    def decide():
+        decided.append(1)
+        return "bf16", "auto: rank 0's probe"
+    assert [r.agree(decide, "choosing the precision") for r in ranks] == [("bf16", "auto: rank 0's probe")] * 2
+    assert len(decided) == 1  # only rank 0 probed
+
+    def refuse():
+        raise ConfigError("train.precision = 'fp16' needs a CUDA GPU")
+    for r in ranks:
+        with pytest.raises(ConfigError, match="needs a CUDA GPU"):
+            r.agree(refuse, "choosing the precision")

@@ -87,7 +87,7 @@ def test_activation_checkpointing_keeps_names_and_gradients():
 
 def test_weight_decay_only_on_matrices():
     m = tiny_gpt(bias=True)
-    opt = build_optimizer(m, load_config("default").optim, torch.device("cpu"))
+    opt = build_optimizer(m, load_config("default", ["optim.name='adamw'"]).optim, torch.device("cpu"))
     decay, no_decay = opt.param_groups
     assert all(p.dim() >= 2 for p in decay["params"]) and no_decay["weight_decay"] == 0.0
     assert all(p.dim() < 2 for p in no_decay["params"])

@@ -33,10 +33,12 @@ def test_dqn_cartpole_tiny_logs_and_writes_a_gif(tmp_path):
 
 def test_replay_source_state_restores_next_batches():
     from trainwell.config import load_config
-    from trainwell.engine.job import build_job
+    from trainwell.paradigms import build_job
 
+    # a target copy every 30 env steps: after some collections of 20 steps and not after others
     cfg = load_config("cartpole_dqn", ["data.learning_starts=50", "data.collect_steps=20",
-                                       "data.updates_per_collect=3", "data.target_every=4", "model.hidden=[16]"])
+                                       "data.updates_per_collect=3", "data.target_every_env_steps=30",
+                                       "model.hidden=[16]"])
     job = build_job(cfg, torch.device("cpu"))
     opt = torch.optim.SGD(job.model.parameters(), lr=0.05)
 
@@ -63,9 +65,39 @@ def test_replay_source_state_restores_next_batches():
     del opt
 
 
+def test_target_network_is_refreshed_by_env_steps_between_bursts_of_updates():
+    """SB3's schedule: a copy whenever the env-step count passes a multiple of the interval,
+    made after collecting, so the target stays fixed within a burst of updates."""
+    from trainwell.config import load_config
+    from trainwell.paradigms import build_job
+
+    cfg = load_config("cartpole_dqn", ["data.learning_starts=50", "data.collect_steps=20",
+                                       "data.updates_per_collect=4", "data.target_every_env_steps=50",
+                                       "model.hidden=[16]"])
+    job = build_job(cfg, torch.device("cpu"))
+    src, model = job.source, job.model
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    snapshot = lambda m: torch.cat([p.detach().flatten().clone() for p in m.parameters()])  # noqa: E731
+    copies = []
+    for _ in range(40):  # 10 collections of 20 env steps after the 50 warm-up steps
+        steps, target, online = src.env_steps(), snapshot(src.target), snapshot(model)
+        batch = next(src)
+        if not torch.equal(snapshot(src.target), target):
+            copies.append(src.env_steps())
+            assert torch.equal(snapshot(src.target), online)  # the online network as it was
+            assert src.env_steps() // 50 > steps // 50  # only when the count passed a multiple of 50
+        loss = (model(batch["obs"]).gather(-1, batch["actions"][:, None]).squeeze(-1) - batch["target"]).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    # env steps after each collection: 50 (warm-up), 70, 90, ..., 250; multiples of 50 passed at
+    # 50 (a copy of the untrained network: no change), 110, 150, 210 and 250
+    assert copies == [110, 150, 210, 250]
+
+
 def test_td_target_is_reward_plus_discounted_target_value():
     from trainwell.config import load_config
-    from trainwell.engine.job import build_job
+    from trainwell.paradigms import build_job
 
     cfg = load_config("cartpole_dqn", ["model.hidden=[8]", "data.double_q=false", "data.gamma=0.9"])
     src = build_job(cfg, torch.device("cpu")).source

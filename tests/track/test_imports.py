@@ -16,6 +16,10 @@ LIGHT_MODULES = (
     "trainwell.track.meta",
     "trainwell.track.plots",
     "trainwell.track.tensorboard",
+    "trainwell.track.xunit",
+    "trainwell.track.axes",
+    "trainwell.track.compare",
+    "trainwell.track.html",
 )
 
 

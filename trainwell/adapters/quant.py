@@ -19,6 +19,7 @@ import torch.nn as nn
 from trainwell.errors import ConfigError
 
 BLOCK = 64  # weights per NF4 scale (the QLoRA paper's choice, both libraries' default)
+SCALER_BLOCK = 256  # block scales per double-quantization scale (torchao)
 
 
 def quantize_linears(model: nn.Module, *, backend: str, targets: list[str] | None,
@@ -67,8 +68,13 @@ def _torchao_linear(linear: nn.Linear) -> None:
                           "pip install 'trainwell[adapters]'.") from None
     # NF4Tensor overrides F.linear, so the nn.Linear itself stays; scaler_block_size 256 is the
     # double quantization of the block scales.
+    if linear.weight.numel() % (BLOCK * SCALER_BLOCK):
+        raise ConfigError(f"adapter.quant_backend = 'torchao' stores weights in blocks of {BLOCK} with their scales in "
+                          f"blocks of {SCALER_BLOCK}, so a layer needs a multiple of {BLOCK * SCALER_BLOCK} weights; a "
+                          f"{tuple(linear.weight.shape)} layer has {linear.weight.numel()} — use adapter.quant_backend = "
+                          f"'bitsandbytes', or other adapter.targets or model sizes.")
     w = linear.weight.data.to(torch.bfloat16)  # torchao quantizes from bf16 (its supported input)
-    linear.weight = nn.Parameter(to_nf4(w, block_size=BLOCK, scaler_block_size=256), requires_grad=False)
+    linear.weight = nn.Parameter(to_nf4(w, block_size=BLOCK, scaler_block_size=SCALER_BLOCK), requires_grad=False)
     if linear.bias is not None:
         linear.bias.requires_grad_(False)
 

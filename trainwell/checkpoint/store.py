@@ -356,20 +356,23 @@ def _rebuild(ckpt_dir: Path, name: str, entry: Mapping[str, Any]) -> Any:
     return decode(entry.get("state"), tensors, where=f"entry {name!r} of checkpoint {ckpt_dir}")
 
 
-def load_entry(ckpt_dir: Path, name: str) -> Any:
+def load_entry(ckpt_dir: Path, name: str, *, verified: bool = False) -> Any:
     """Rebuild one entry's state_dict (tensors on CPU) without loading it into anything.
 
     Only the files this entry needs are checksummed, so loading just the model for eval does
-    not hash a possibly much larger optimizer file.
+    not hash a possibly much larger optimizer file; ``verified=True`` skips even that, for a
+    checkpoint :func:`verify` has just checked.
     """
     ckpt_dir = Path(ckpt_dir)
     manifest = _read_manifest(ckpt_dir)
     if manifest.get("layout") == "sharded":  # written by several ranks: assemble full tensors
         from trainwell.checkpoint import sharded
 
-        verify(ckpt_dir)
+        if not verified:
+            verify(ckpt_dir)
         return sharded.load_entry(ckpt_dir, name)
-    _check_file(ckpt_dir, STATE, manifest["files"].get(STATE, {}))
+    if not verified:
+        _check_file(ckpt_dir, STATE, manifest["files"].get(STATE, {}))
     entries = _read_state(ckpt_dir)
     if name not in entries:
         raise CheckpointError(
@@ -377,29 +380,59 @@ def load_entry(ckpt_dir: Path, name: str) -> Any:
             "pick one of those names."
         )
     file_name = entries[name].get("file")
-    if file_name:
+    if file_name and not verified:
         _check_file(ckpt_dir, file_name, manifest["files"].get(file_name, {}))
     return _rebuild(ckpt_dir, name, entries[name])
 
 
 def model_shapes(ckpt_dir: Path) -> dict[str, tuple[int, ...]]:
-    """Parameter name -> shape of the checkpoint's model entry (either layout)."""
+    """Parameter name -> shape of the checkpoint's model entry (either layout).
+
+    Read from the safetensors header and the JSON index alone: no tensor is loaded and nothing is
+    hashed (callers verify the checkpoint once, before or when they load it).
+    """
     ckpt_dir = Path(ckpt_dir)
     if _read_manifest(ckpt_dir).get("layout") == "sharded":
         from trainwell.checkpoint import sharded
 
         return sharded.model_shapes(ckpt_dir)
-    return {k: tuple(v.shape) for k, v in load_entry(ckpt_dir, "model").items()}
+    entry = _read_state(ckpt_dir).get("model")
+    if entry is None:
+        raise CheckpointError(f"checkpoint {ckpt_dir} has no model entry; it was not written by a training run.")
+    shapes: dict[str, tuple[int, ...]] = {}
+    if entry.get("file"):
+        path = ckpt_dir / entry["file"]
+        try:
+            with safetensors.safe_open(path, framework="pt") as f:
+                shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        except Exception as e:  # safetensors raises its own error types for bad headers
+            raise CheckpointError(
+                f"checkpoint file {path} cannot be read as safetensors ({e}); resume from an "
+                "earlier checkpoint."
+            ) from e
+    # the state structure names every parameter; tied ones point at the stored key (format.py)
+    names = decode(entry.get("state"), {k: _Shape(v) for k, v in shapes.items()},
+                   where=f"entry 'model' of checkpoint {ckpt_dir}")
+    return {k: v.shape for k, v in names.items() if isinstance(v, _Shape)}
 
 
-def load(ckpt_dir: Path, app_state: Mapping[str, Stateful], *, strict: bool = True) -> dict[str, Any]:
+class _Shape:
+    """Stands in for a tensor while decoding the state structure: only its shape is needed."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        self.shape = shape
+
+
+def load(ckpt_dir: Path, app_state: Mapping[str, Stateful], *, strict: bool = True,
+         verified: bool = False) -> dict[str, Any]:
     """Verify ``ckpt_dir`` and restore every entry of ``app_state`` in place; returns the manifest.
 
     ``strict``: every key of ``app_state`` must be in the checkpoint; with ``strict=False``
     missing ones are left untouched (e.g. loading weights into a fresh fine-tuning run).
+    ``verified=True``: the caller has just run :func:`verify`, so the files are not hashed again.
     """
     ckpt_dir = Path(ckpt_dir)
-    manifest = verify(ckpt_dir)
+    manifest = _read_manifest(ckpt_dir) if verified else verify(ckpt_dir)
     if manifest.get("layout") == "sharded":
         raise CheckpointError(f"checkpoint {ckpt_dir} was written by several ranks; restore it with "
                               f"trainwell.distributed.checkpoint.load (the training loop does).")

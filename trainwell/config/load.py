@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import tomllib
 import types
 import typing
@@ -18,7 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from trainwell.config.schema import NON_TRAJECTORY, VARIANTS, Config
+from trainwell.config.imports import is_import_path
+from trainwell.config.schema import NON_TRAJECTORY, VARIANTS, Config, Invalid, opt
 from trainwell.errors import ConfigError
 
 
@@ -65,7 +67,18 @@ def load_config(recipe: str | None = None, overrides: list[str] | tuple[str, ...
     for item in overrides:
         apply_override(raw, item)
     set_keys = frozenset(item.split("=", 1)[0].strip() for item in overrides)
-    return build(Config, raw, "", where, set_keys)
+    cfg = build(Config, raw, "", where, set_keys)
+    validate(cfg, where, set_keys)
+    return cfg
+
+
+def validate(cfg: Config, where: str = "config", set_keys: frozenset[str] = frozenset()) -> None:
+    """The cross-field checks of every section (schema.py, next to each dataclass) as one ConfigError
+    that names the key to change."""
+    try:
+        cfg.check()
+    except Invalid as e:
+        raise ConfigError(f"{origin(e.key, where, set_keys)}: {e.message}.") from None
 
 
 # --------------------------------------------------------------------------- overrides
@@ -115,10 +128,36 @@ def section_class(section: str, raw: dict[str, Any], default_cls: type, where: s
     if variants is None:
         return default_cls
     name = raw.get("name", default_cls().name)
+    if not isinstance(name, str):
+        raise ConfigError(f"{origin(section + '.name', where, set_keys)}: '{section}.name' must be a string, got "
+                          f"{name!r}; choose one of: {', '.join(variants)}, or a 'module:function'.")
+    if is_import_path(name):  # the user's own builder: its keys pass through
+        return import_section(section, raw)
     if name not in variants:
         raise ConfigError(f"{origin(section + '.name', where, set_keys)}: {section}.name = {name!r} is not known{_suggest(str(name), list(variants))}; "
                           f"choose one of: {', '.join(variants)}.")
     return variants[name]
+
+
+_IMPORT_SECTIONS: dict[tuple[Any, ...], type] = {}
+
+
+def import_section(section: str, raw: dict[str, Any]) -> type:
+    """A dataclass for a section whose ``name`` is an import path: ``name`` plus every other key the
+    recipe gives, typed by its value (the same keys and types give the same class, so configs
+    compare equal and round-trip through config.toml)."""
+    keys = tuple(sorted((k, type(v).__name__) for k, v in raw.items() if k != "name"))
+    cls = _IMPORT_SECTIONS.get((section, keys))
+    if cls is None:
+        def typed(v: Any) -> Any:
+            return list[type(v[0])] if isinstance(v, list) and v else type(v)
+
+        spec = [("name", str, opt("", f"the user's {section} builder, 'module:function'"))]
+        spec += [(k, typed(raw[k]), opt(raw[k], "passed through to the user's builder"))
+                 for k, _ in keys]
+        cls = dataclasses.make_dataclass(f"Imported{section.title()}Config", spec)
+        _IMPORT_SECTIONS[(section, keys)] = cls
+    return cls
 
 
 def origin(key: str, where: str, set_keys: frozenset[str]) -> str:
@@ -162,11 +201,18 @@ def check_value(key: str, value: Any, tp: Any, meta: Any, where: str) -> Any:
         bad = [v for v in value if item_tp is not object and type(v) is not item_tp]
         if bad:
             raise ConfigError(f"{where}: '{key}' must be a list of {_type_name(item_tp)}s, got {bad[0]!r} in it.")
+    elif origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: '{key}' must be a table of key = value pairs (e.g. {{eta = 0.01}}), "
+                              f"got {value!r}.")
     elif tp is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     elif tp in (int, float, str, bool) and (type(value) is not tp):
         raise ConfigError(f"{where}: '{key}' must be {_type_name(tp)}, got {value!r} "
                           f"({type(value).__name__}).")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: '{key}' = {value!r} is not a finite number; give a number "
+                          f"(TOML reads nan, inf and 1e400 as non-finite).")
     choices = meta.get("choices")
     if choices and value not in choices:
         raise ConfigError(f"{where}: '{key}' = {value!r} is not allowed{_suggest(str(value), choices)}; "
@@ -202,25 +248,33 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def non_trajectory_keys(cfg: Config) -> frozenset[str]:
+    """Flat keys that do not change what is trained: the NON_TRAJECTORY sections and every field
+    declared with ``opt(..., trajectory=False)``."""
+    out = {k for k, _, meta in _walk(cfg) if not meta.get("trajectory", True)}
+    out |= {k for k in flatten(to_dict(cfg))
+            if any(k == p or (p.endswith(".") and k.startswith(p)) for p in NON_TRAJECTORY)}
+    return frozenset(out)
+
+
+def _walk(obj: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(flat key, value, field metadata) of every leaf of a config instance."""
+    rows: list[tuple[str, Any, Any]] = []
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if is_dataclass(value):
+            rows.extend(_walk(value, f"{prefix}{f.name}."))
+        else:
+            rows.append((f"{prefix}{f.name}", value, f.metadata))
+    return rows
+
+
 def trajectory_items(cfg: Config) -> dict[str, Any]:
     """The flat config keys that decide what is trained (what a resume must not change)."""
-    return {k: v for k, v in flatten(to_dict(cfg)).items()
-            if not any(k == p or (p.endswith(".") and k.startswith(p)) for p in NON_TRAJECTORY)}
+    free = non_trajectory_keys(cfg)
+    return {k: v for k, v in flatten(to_dict(cfg)).items() if k not in free}
 
 
 def config_hash(cfg: Config) -> str:
     blob = json.dumps(trajectory_items(cfg), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def describe(cls_or_cfg: Any = Config, prefix: str = "") -> list[tuple[str, Any, str]]:
-    """(key, default, help) rows for documentation and `trainwell check`."""
-    rows: list[tuple[str, Any, str]] = []
-    obj = cls_or_cfg() if isinstance(cls_or_cfg, type) else cls_or_cfg
-    for f in fields(obj):
-        value = getattr(obj, f.name)
-        if is_dataclass(value):
-            rows.extend(describe(value, f"{prefix}{f.name}."))
-        else:
-            rows.append((f"{prefix}{f.name}", value, f.metadata.get("help", "")))
-    return rows

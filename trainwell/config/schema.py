@@ -12,17 +12,35 @@ validation import it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
 def opt(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-        choices: tuple[Any, ...] | None = None) -> Any:
-    """A config field with its help text and valid range (read by the loader)."""
-    meta = {"help": help, "min": min, "max": max, "choices": choices}
+        choices: tuple[Any, ...] | None = None, trajectory: bool = True) -> Any:
+    """A config field with its help text and valid range (read by the loader).
+
+    ``trajectory=False``: the key does not change what is trained (evaluation, logging, videos), so a
+    run may be resumed with it changed; every other key is in the config hash of each checkpoint.
+    """
+    meta = {"help": help, "min": min, "max": max, "choices": choices, "trajectory": trajectory}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+class Invalid(Exception):
+    """Settings that each pass their own checks but cannot work together; ``key`` is the one to change
+    (the loader says where it came from: the recipe or a --set flag)."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key, self.message = key, message
+
+
+def divisors(n: int) -> str:
+    small = [d for d in range(1, min(n, 4096) + 1) if n % d == 0]
+    return ", ".join(map(str, small[:12])) + (", ..." if len(small) > 12 else "")
 
 
 # --------------------------------------------------------------------------- sections
@@ -49,6 +67,18 @@ class TextDataConfig:
     cache_dir: str = opt("", "token cache folder (default: $TRAINWELL_CACHE or ~/.cache/trainwell)")
     replay_fraction: float = opt(0.0, "transfer: share of each batch's sequences drawn from the pretraining "
                                  "text of train.init_from (replay against forgetting)", min=0.0, max=0.9)
+    packages: list[str] = opt([], "stdlib: read only these top-level packages or modules (e.g. ['email', "
+                              "'json']; [] = all)")
+    exclude_packages: list[str] = opt([], "stdlib: leave these top-level packages or modules out")
+
+    def check(self, cfg: "Config") -> None:
+        # (a missing data.path or train.init_from is missing input, reported when the run reads it: the
+        # finetune recipes are complete without them until then)
+        replayed = round(cfg.train.batch_size * self.replay_fraction)
+        if self.replay_fraction > 0 and not 1 <= replayed < cfg.train.batch_size:
+            raise Invalid("data.replay_fraction", f"data.replay_fraction = {self.replay_fraction} of train.batch_size "
+                                                  f"= {cfg.train.batch_size} is {replayed} replayed sequences per "
+                                                  f"batch; it must be between 1 and batch_size - 1")
 
 
 @dataclass
@@ -67,6 +97,8 @@ class ArrayDataConfig:
                     choices=("auto", "classify", "regress"))
     image_size: int = opt(0, "resize images to N x N pixels (0 = the size of the first image)", min=0)
     grayscale: bool = opt(True, "read images as one grey channel (false: RGB)")
+    classes: list[str] = opt([], "the class names, in order (default: those found in the data); fixes the "
+                             "label ids when some data holds only some classes, e.g. one federated silo")
     test_fraction: float = opt(0.2, "share held out as the test split (stratified for classification)",
                                min=0.05, max=0.5)
     split_seed: int = opt(0, "seed of the fixed train/test split (recorded in the run)", min=0)
@@ -99,6 +131,20 @@ class GPTConfig:
                                "modded-nanogpt uses 15-30)", min=0.0)
     zero_init_proj: bool = opt(False, "start every block's output projections at zero, so each block begins "
                                "as the identity (as in the modded-nanogpt speedruns)")
+
+    def check(self, cfg: "Config") -> None:
+        if self.n_embd % self.n_head:
+            raise Invalid("model.n_head", f"model.n_embd = {self.n_embd} must split evenly into model.n_head = "
+                                          f"{self.n_head} attention heads; use a divisor of {self.n_embd} "
+                                          f"({divisors(self.n_embd)}) or change model.n_embd")
+        if self.position == "rope" and (self.n_embd // self.n_head) % 2:
+            raise Invalid("model.n_head", f"rotary positions rotate pairs of features, so each head's width "
+                                          f"model.n_embd / model.n_head = {self.n_embd // self.n_head} must be even; "
+                                          f"change model.n_head or model.n_embd, or set model.position = 'learned'")
+        context = getattr(cfg.data, "context", None)
+        if self.context and context is not None and self.context < context:
+            raise Invalid("model.context", f"model.context = {self.context} is shorter than data.context = "
+                                           f"{context}; raise model.context or set it to 0 (= data.context)")
 
 
 @dataclass
@@ -159,6 +205,12 @@ class MLMObjectiveConfig:
     replace_random: float = opt(0.1, "of the chosen: share replaced by a random token (rest unchanged)",
                                 min=0.0, max=1.0)
 
+    def check(self, cfg: "Config") -> None:
+        if self.replace_mask + self.replace_random > 1.0:
+            raise Invalid("objective.replace_random", f"objective.replace_mask + objective.replace_random = "
+                                                      f"{self.replace_mask + self.replace_random:g} are shares of the "
+                                                      f"chosen tokens and cannot add up to more than 1")
+
 
 @dataclass
 class OptimConfig:
@@ -180,6 +232,12 @@ class OptimConfig:
     muon_ns_dtype: str = opt("auto", "muon: dtype of the Newton-Schulz matmuls: auto (bf16 where bf16 matmuls "
                              "are native: CUDA, AMX/AVX-512-BF16 CPUs; else fp32), fp32 or bf16",
                              choices=("auto", "fp32", "bf16"))
+
+    def check(self, cfg: "Config") -> None:
+        for key in ("beta1", "beta2"):
+            if self.name == "adamw" and getattr(self, key) >= 1.0:
+                raise Invalid(f"optim.{key}", f"optim.{key} = {getattr(self, key)} must be below 1 (AdamW divides "
+                                              f"by 1 - {key}^step); 0.9 / 0.99 are usual")
 
 
 @dataclass
@@ -211,6 +269,8 @@ class TrainConfig:
     init_from: str = opt("", "start from the model weights of this checkpoint folder (matching names "
                          "and shapes; e.g. a pretrained encoder)")
     threads: int = opt(0, "CPU threads for torch (0 = torch's default)", min=0)
+    memory_check: bool = opt(True, "before allocating, plan the memory of a training step (`trainwell plan`) and "
+                             "refuse a run that cannot fit in the memory free now", trajectory=False)
 
 
 @dataclass
@@ -232,6 +292,15 @@ class AdapterConfig:
                                 "patterns (e.g. 'blocks.3.*', 'ln_f.*': the last block and the head)")
     quant_backend: str = opt("bitsandbytes", "qlora: library that stores the 4-bit base (see "
                              "bench/RESULTS.md, QLoRA backends)", choices=("bitsandbytes", "torchao"))
+
+    def check(self, cfg: "Config") -> None:
+        if self.method != "none" and (self.freeze or self.train_only):
+            key = "adapter.freeze" if self.freeze else "adapter.train_only"
+            raise Invalid(key, f"adapter.method = '{self.method}' trains only the adapters; {key} applies to "
+                               f"method 'none' — remove it or set adapter.method = 'none'")
+        if self.method != "none" and not self.targets:
+            raise Invalid("adapter.targets", f"adapter.method = '{self.method}' needs at least one layer in "
+                                             f"adapter.targets to put adapters on")
 
 
 @dataclass
@@ -288,6 +357,58 @@ class DistributedConfig:
 
 
 @dataclass
+class FederatedConfig:
+    """Federated training on Flower (trainwell/federated): silos train locally, only weights travel.
+
+    Off while ``silos`` is 0. Any supervised (sklearn, image_folder, table) or text recipe becomes
+    federated with ``silos > 0``: on one machine ``trainwell train`` runs Flower's simulation runtime,
+    across machines ``trainwell federate server/client`` its deployment runtime.
+    """
+
+    silos: int = opt(0, "number of silos (Flower SuperNodes, one client each); 0 = not federated", min=0)
+    rounds: int = opt(10, "federated rounds: send the global model, train locally, aggregate", min=1)
+    clients_per_round: int = opt(0, "silos sampled for training each round (0 = all)", min=0)
+    local_steps: int = opt(10, "optimizer steps each sampled silo trains per round", min=1)
+    local_epochs: int = opt(0, "passes over its own data each silo trains per round instead of local_steps "
+                            "(0 = use local_steps)", min=0)
+    strategy: str = opt("fedavg", "Flower strategy that aggregates the silos' models",
+                        choices=("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedavgm",
+                                 "fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan"))
+    strategy_options: dict[str, Any] = opt({}, "keyword arguments of the Flower strategy's constructor, "
+                                           "e.g. {proximal_mu = 0.01} (fedprox), {eta = 0.01} (fedadam), "
+                                           "{beta = 0.2} (fedtrimmedavg), {num_malicious_nodes = 1} (krum)")
+    partition: str = opt("iid", "how one machine's data is split into silos: iid (uniformly at random), "
+                         "dirichlet (label shares per silo ~ Dirichlet(alpha)), folders (one entry of "
+                         "silo_data per silo), packages (text: one stdlib top-level package per silo)",
+                         choices=("iid", "dirichlet", "folders", "packages"))
+    alpha: float = opt(0.5, "dirichlet: concentration; small (0.1) = each silo holds few labels", min=1e-4)
+    partition_seed: int = opt(0, "seed of the split into silos", min=0)
+    silo_data: str = opt("", "folders: a folder with one entry per silo (sorted by name): an image folder, "
+                         "a table file or a text file each")
+    packages: list[str] = opt([], "packages: the stdlib top-level packages, one silo each (e.g. ['email', "
+                              "'json']); the recipe's data.packages should list the same")
+    silo_eval: bool = opt(True, "also score the global model on each silo's own held-out split after every "
+                          "round, where silos read their own data (folders, deployment)", trajectory=False)
+    round_timeout_s: float = opt(600.0, "a silo that has not answered after this long is left out of the "
+                                 "round (the summary names it)", min=1.0, trajectory=False)
+    dp_epsilon: float = opt(0.0, "differential privacy: the (epsilon, dp_delta) budget of the whole run; "
+                            "sets the Gaussian noise from an RDP accountant (0 = off)", min=0.0)
+    dp_noise: float = opt(0.0, "differential privacy: the noise multiplier itself, instead of dp_epsilon "
+                          "(noise std = dp_noise * dp_clip / clients per round)", min=0.0)
+    dp_delta: float = opt(1e-5, "differential privacy: delta of the reported (epsilon, delta)", min=1e-12,
+                          max=0.5)
+    dp_clip: float = opt(1.0, "differential privacy: each silo's update (new - global weights) is clipped "
+                         "to this L2 norm before it leaves the silo", min=1e-9)
+    secure_aggregation: bool = opt(False, "SecAgg+: the server learns only the sum of the updates "
+                                   "(not available with Flower 1.42's Message API; see README)")
+    attack: str = opt("none", "robustness experiments: the first `attackers` silos send poisoned updates: "
+                      "flip_labels (train on label C-1-y) or scale_update (send global + "
+                      "attack_scale * update)", choices=("none", "flip_labels", "scale_update"))
+    attackers: int = opt(1, "number of attacking silos when attack != 'none'", min=0)
+    attack_scale: float = opt(-10.0, "scale_update: factor on the attackers' updates")
+
+
+@dataclass
 class Config:
     description: str = opt("", "one line shown by `trainwell recipes`")
     run: RunConfig = field(default_factory=RunConfig)
@@ -302,6 +423,15 @@ class Config:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    federated: FederatedConfig = field(default_factory=FederatedConfig)
+
+    def check(self) -> None:
+        """Every section's own cross-field check, then the combinations across sections."""
+        for f in fields(self):
+            section = getattr(self, f.name)
+            if hasattr(section, "check") and f.name != "check":
+                section.check(self)
+        check_combination(self)
 
 
 @dataclass
@@ -328,7 +458,7 @@ class DensityObjectiveConfig:
                                     "GaussianMixture baseline")
     test_noise_seed: int = opt(12345, "seed of the one dequantization-noise draw for validation and test",
                                min=0)
-    samples: int = opt(64, "model samples drawn into plots/samples.png", min=0)
+    samples: int = opt(64, "model samples drawn into plots/samples.png", min=0, trajectory=False)
 
 
 @dataclass
@@ -355,7 +485,8 @@ class SimCLRObjectiveConfig:
     clusters: int = opt(0, "k-means clusters (0 = the number of classes)", min=0)
     cluster_on: str = opt("projection", "what k-means clusters (L2-normalised): the projection z or the "
                           "encoder output h", choices=("projection", "encoder"))
-    eval_seed: int = opt(12345, "seed of the one augmentation draw for validation views", min=0)
+    eval_seed: int = opt(12345, "seed of the one augmentation draw for validation views", min=0,
+                         trajectory=False)
 
 
 @dataclass
@@ -371,12 +502,22 @@ class GymDataConfig:
     gae_lambda: float = opt(0.8, "GAE lambda", min=0.0, max=1.0)
     update_epochs: int = opt(20, "passes over each rollout", min=1)
     minibatch_size: int = opt(256, "samples per minibatch (one optimizer step each)", min=1)
-    eval_episodes: int = opt(10, "deterministic-policy episodes per evaluation", min=1)
-    eval_seed: int = opt(100_000, "first seed of the evaluation episodes (separate from training)", min=0)
+    eval_episodes: int = opt(10, "deterministic-policy episodes per evaluation", min=1,
+                              trajectory=False)
+    eval_seed: int = opt(100_000, "first seed of the evaluation episodes (separate from training)", min=0,
+                           trajectory=False)
     normalize_reward: bool = opt(False, "scale rewards by the running std of the discounted return "
                                  "(statistics saved in checkpoints)")
     video: bool = opt(True, "write episode.gif of one deterministic evaluation episode at the end "
-                      "(needs the env's rgb_array rendering; pygame for classic control)")
+                      "(needs the env's rgb_array rendering; pygame for classic control)", trajectory=False)
+
+    def check(self, cfg: "Config") -> None:
+        if getattr(cfg.objective, "norm_adv", False) and min(self.minibatch_size,
+                                                              self.num_envs * self.rollout_steps) < 2:
+            raise Invalid("data.minibatch_size", f"objective.norm_adv normalises advantages by their spread over a "
+                                                 f"minibatch, which needs at least 2 samples (data.minibatch_size = "
+                                                 f"{self.minibatch_size}, {self.num_envs * self.rollout_steps} per "
+                                                 f"rollout); raise it or set objective.norm_adv = false")
 
 
 @dataclass
@@ -392,17 +533,21 @@ class ReplayDataConfig:
     collect_steps: int = opt(256, "env steps collected between bursts of updates", min=1)
     updates_per_collect: int = opt(128, "optimizer steps (minibatches of train.batch_size) per burst", min=1)
     gamma: float = opt(0.99, "discount factor", min=0.0, max=1.0)
-    target_every: int = opt(10, "optimizer steps between copies of the online network into the target network",
-                            min=1)
+    target_every_env_steps: int = opt(10, "env steps between copies of the online network into the target "
+                                      "network (SB3's target_update_interval); the copy is made after a "
+                                      "collection, so at most once per burst of updates", min=1)
     double_q: bool = opt(True, "double DQN: the online network picks the next action, the target network "
                          "scores it (van Hasselt et al. 2016)")
     epsilon_start: float = opt(1.0, "exploration rate at the start", min=0.0, max=1.0)
     epsilon_end: float = opt(0.04, "exploration rate after the decay", min=0.0, max=1.0)
     epsilon_fraction: float = opt(0.16, "share of total_env_steps over which epsilon decays linearly",
                                   min=0.0, max=1.0)
-    eval_episodes: int = opt(10, "greedy-policy episodes per evaluation", min=1)
-    eval_seed: int = opt(100_000, "first seed of the evaluation episodes (separate from training)", min=0)
-    video: bool = opt(True, "write episode.gif of one greedy evaluation episode at the end")
+    eval_episodes: int = opt(10, "greedy-policy episodes per evaluation", min=1,
+                              trajectory=False)
+    eval_seed: int = opt(100_000, "first seed of the evaluation episodes (separate from training)", min=0,
+                           trajectory=False)
+    video: bool = opt(True, "write episode.gif of one greedy evaluation episode at the end",
+                      trajectory=False)
 
 
 @dataclass
@@ -430,19 +575,73 @@ class DQNObjectiveConfig:
                     choices=("huber", "mse"))
 
 
+@dataclass
+class PythonObjectConfig:
+    """A model, data or objective passed to ``trainwell.fit()`` as a Python object (a recipe cannot
+    rebuild it; ``type`` records what it was, and a resume with another type is refused)."""
+
+    name: str = opt("python", "an object given to trainwell.fit()", choices=("python",))
+    type: str = opt("", "the object's class or function, module.qualname")
+
+
 # Variant sections: the value of `name` picks the dataclass for the rest of the section.
-# New models, data sources and objectives register here.
+# New models, data sources and objectives register here; a name with a colon ("my_pkg.nets:build")
+# is the user's own, and its section takes any keys (config/load.py, import_section).
 VARIANTS: dict[str, dict[str, type]] = {
-    "data": {"text": TextDataConfig, "gym": GymDataConfig, "replay": ReplayDataConfig, "sklearn": ArrayDataConfig, "image_folder": ArrayDataConfig,
+    "data": {"python": PythonObjectConfig, "text": TextDataConfig, "gym": GymDataConfig, "replay": ReplayDataConfig, "sklearn": ArrayDataConfig, "image_folder": ArrayDataConfig,
              "table": ArrayDataConfig},
-    "model": {"actor_critic": ActorCriticConfig, "gpt": GPTConfig, "encoder": EncoderConfig, "mlp": MLPConfig, "cnn": CNNConfig,
+    "model": {"python": PythonObjectConfig, "actor_critic": ActorCriticConfig, "gpt": GPTConfig, "encoder": EncoderConfig, "mlp": MLPConfig, "cnn": CNNConfig,
               "realnvp": RealNVPConfig, "embed_cnn": EmbedCNNConfig, "hf": HFConfig},
-    "objective": {"ppo": PPOObjectiveConfig, "dqn": DQNObjectiveConfig, "lm": ObjectiveConfig, "classify": ObjectiveConfig, "regress": ObjectiveConfig,
+    "objective": {"python": PythonObjectConfig, "ppo": PPOObjectiveConfig, "dqn": DQNObjectiveConfig, "lm": ObjectiveConfig, "classify": ObjectiveConfig, "regress": ObjectiveConfig,
                   "mlm": MLMObjectiveConfig, "density": DensityObjectiveConfig,
                   "simclr": SimCLRObjectiveConfig},
 }
 
 # Sections and keys that do not change the training trajectory: a run may be resumed with
 # these changed. Everything else is part of the config hash stored in every checkpoint.
-NON_TRAJECTORY = ("description", "run.", "eval.", "checkpoint.", "log.", "data.cache_dir", "data.video",
+# (Single keys inside other sections say so themselves: opt(..., trajectory=False).)
+NON_TRAJECTORY = ("description", "run.", "eval.", "checkpoint.", "log.", "data.cache_dir",
                   "train.threads", "train.compile", "distributed.")
+
+
+# What each kind of data trains with: data.name -> (models, objectives). A "module:function" of the
+# user's own fits anywhere. The paradigm builders (trainwell/paradigms) assume these pairs.
+ARRAYS = ("sklearn", "image_folder", "table")
+PAIRS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "text": (("gpt", "encoder"), ("lm", "mlm")),
+    "gym": (("actor_critic",), ("ppo",)),
+    "replay": (("mlp",), ("dqn",)),
+    **{name: (("mlp", "cnn", "hf", "embed_cnn", "realnvp"), ("classify", "regress", "density", "simclr"))
+       for name in ARRAYS},
+}
+# objectives on in-memory samples that need one particular kind of model
+OBJECTIVE_MODELS = {"density": ("realnvp",), "simclr": ("embed_cnn",), "classify": ("mlp", "cnn", "hf"),
+                    "regress": ("mlp", "cnn", "hf"), "lm": ("gpt",), "mlm": ("encoder", "gpt")}
+BLOCK_MODELS = ("gpt", "encoder")  # the shipped models made of transformer blocks (activation checkpointing)
+
+
+def check_combination(cfg: Config) -> None:
+    data, model, objective = cfg.data.name, cfg.model.name, cfg.objective.name
+    own = lambda name: ":" in name  # noqa: E731  (an import path: the user's own, anything goes)
+    if data in PAIRS:
+        models, objectives = PAIRS[data]
+        if not own(model) and model not in models and model != "python":
+            raise Invalid("model.name", f"data.name = '{data}' trains {' or '.join(models)} models, not "
+                                        f"model.name = '{model}' (or name a 'module:function' of your own)")
+        if not own(objective) and objective not in objectives and objective != "python":
+            raise Invalid("objective.name", f"data.name = '{data}' trains with objective.name = "
+                                            f"{' or '.join(repr(o) for o in objectives)}, not '{objective}'")
+        wanted = OBJECTIVE_MODELS.get(objective)
+        if wanted and not own(model) and model not in wanted and data not in ("gym", "replay"):
+            raise Invalid("model.name", f"objective.name = '{objective}' needs model.name = "
+                                        f"{' or '.join(repr(m) for m in wanted)} (or a 'module:function' of your "
+                                        f"own), not '{model}'")
+    if model == "hf" and not (data == "table" and getattr(cfg.data, "text", "")):
+        raise Invalid("data.text", "model.name = 'hf' classifies text: use data.name = 'table' with data.text set to "
+                                   "the text column")
+    if data in ARRAYS and getattr(cfg.data, "text", "") and model != "hf":
+        raise Invalid("model.name", f"data.text = '{cfg.data.text}' holds text samples, which need model.name = "
+                                    f"'hf' (a Hugging Face model folder), not '{model}'")
+    if cfg.train.activation_checkpointing and not own(model) and model not in BLOCK_MODELS and model != "python":
+        raise Invalid("train.activation_checkpointing", f"train.activation_checkpointing recomputes transformer "
+                                                        f"blocks; model.name = '{model}' has none — set it to 0")

@@ -198,7 +198,14 @@ def load_arrays(cfg: ArrayDataConfig) -> ArrayDataset:
         raise DataError(f"{source} is a {task} dataset; data.task = '{cfg.task}' does not fit it — "
                         f"set data.task = 'auto'.")
     where = source
-    if task == "classify":
+    if task == "classify" and cfg.classes:
+        y, classes = fixed_classes(y, classes if cfg.name != "table" else [], cfg.classes, where)
+        counts = np.bincount(y)
+        present = np.flatnonzero(counts)
+        if counts[present].min() < 2:
+            raise DataError(f"{where}: class {classes[int(present[counts[present].argmin()])]!r} has a single "
+                            f"sample; a stratified split needs at least 2 per class.")
+    elif task == "classify":
         values, y = np.unique(y, return_inverse=True)
         classes = classes if classes and len(classes) == len(values) else [str(v) for v in values]
         if len(values) < 2:
@@ -244,6 +251,19 @@ def load_arrays(cfg: ArrayDataConfig) -> ArrayDataset:
         info["classes"] = len(classes)
     return ArrayDataset(x_train.astype(np.float32), y_train, x_test.astype(np.float32), y_test, task,
                         classes, raw_train, raw_test, y_mean, y_std, is_image, info)
+
+
+def fixed_classes(y: np.ndarray, names: list[str], wanted: list[str], where: str) -> tuple[np.ndarray, list[str]]:
+    """Labels as ids into ``wanted`` (data.classes). ``y`` holds raw label values, or ids into ``names``
+    when the reader named the classes itself (image folders, scikit-learn)."""
+    labels = np.asarray(names, dtype=object)[y] if names else y
+    text = np.array([str(v) for v in labels], dtype=object)
+    index = {name: i for i, name in enumerate(wanted)}
+    unknown = sorted(set(text) - set(index))
+    if unknown:
+        raise DataError(f"{where} holds class {unknown[0]!r}, which data.classes ({', '.join(wanted)}) does not "
+                        f"list; add it there.")
+    return np.array([index[t] for t in text], dtype=np.int64), list(wanted)
 
 
 def _digest(idx: np.ndarray) -> str:

@@ -10,18 +10,20 @@ batch and rank r takes the r-th of N even slices of each global batch of N x bat
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 
-class ArrayBatches:
-    def __init__(self, x: np.ndarray, y: np.ndarray, *, batch_size: int, seed: int,
-                 rank: int = 0, world_size: int = 1):
-        if len(x) == 0:
+class IndexBatches:
+    """Mini-batches of samples 0 .. n-1, each batch fetched by ``fetch(indices) -> dict of tensors``."""
+
+    def __init__(self, n: int, fetch: Callable[[torch.Tensor], dict[str, torch.Tensor]], *, batch_size: int,
+                 seed: int, rank: int = 0, world_size: int = 1):
+        if n == 0:
             raise ValueError("no samples")
-        self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
+        self.n, self.fetch = n, fetch
         self.batch_size, self.seed = batch_size, seed
         self.rank, self.world_size = rank, world_size
         self.epoch, self.index = 0, 0
@@ -29,15 +31,15 @@ class ArrayBatches:
         self._order_epoch, self._order = -1, torch.empty(0, dtype=torch.long)
 
     def batches_per_epoch(self) -> int:
-        return math.ceil(len(self.x) / (self.batch_size * self.world_size))
+        return math.ceil(self.n / (self.batch_size * self.world_size))
 
     def _order_for(self, epoch: int) -> torch.Tensor:
         if self._order_epoch != epoch:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._order, self._order_epoch = torch.randperm(len(self.x), generator=g), epoch
+            self._order, self._order_epoch = torch.randperm(self.n, generator=g), epoch
         return self._order
 
-    def __iter__(self) -> "ArrayBatches":
+    def __iter__(self) -> "IndexBatches":
         return self
 
     def __next__(self) -> dict[str, torch.Tensor]:
@@ -56,13 +58,23 @@ class ArrayBatches:
             if len(idx) == 0:  # fewer samples than ranks: a stand-in sample with weight 0 keeps ranks in step
                 idx = whole[:1]
         self.index += 1
-        return {"input": self.x[idx], "target": self.y[idx]}
+        return self.fetch(idx)
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "index": self.index, "seed": self.seed, "batch_size": self.batch_size}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch, self.index = int(state["epoch"]), int(state["index"])
+
+
+def ArrayBatches(x: np.ndarray, y: np.ndarray, *, batch_size: int, seed: int, rank: int = 0,
+                 world_size: int = 1) -> IndexBatches:
+    """Batches {"input": x[idx], "target": y[idx]} of in-memory arrays (N, ...) and (N,)."""
+    if len(x) == 0:
+        raise ValueError("no samples")
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    return IndexBatches(len(xt), lambda idx: {"input": xt[idx], "target": yt[idx]}, batch_size=batch_size,
+                        seed=seed, rank=rank, world_size=world_size)
 
 
 def fixed_batches(x: np.ndarray, y: np.ndarray, batch_size: int) -> list[dict[str, torch.Tensor]]:

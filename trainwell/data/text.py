@@ -70,8 +70,25 @@ def is_val_file(rel: str, fraction: float) -> bool:
     return digest % 10_000 < fraction * 10_000
 
 
-def read_stdlib(fraction: float) -> tuple[str, str, dict]:
+def top_level(rel: Path) -> str:
+    """The top-level package or module a stdlib file belongs to: email/mime/text.py -> email, json.py ->
+    json (unittest's tests count as unittest, test/ is the package 'test')."""
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def read_stdlib(fraction: float, packages: list[str] | tuple[str, ...] = (),
+                exclude: list[str] | tuple[str, ...] = (), *, need_val: bool = True) -> tuple[str, str, dict]:
+    """Train and validation text (whole files held out by a hash of their path); ``need_val=False``
+    for a share of the training text alone (e.g. one federated silo's package)."""
     root, files = stdlib_files()
+    if packages or exclude:
+        known = {top_level(p.relative_to(root)) for p in files}
+        unknown = sorted(set(packages) - known) + sorted(set(exclude) - known)
+        if unknown:
+            raise DataError(f"data.packages / data.exclude_packages: {unknown[0]!r} is not a top-level package "
+                            f"or module of the stdlib under {root} (e.g. {', '.join(sorted(known)[:8])}).")
+        files = [p for p in files if (not packages or top_level(p.relative_to(root)) in packages)
+                 and top_level(p.relative_to(root)) not in exclude]
     train, val = [], []
     for path in files:
         try:
@@ -79,10 +96,18 @@ def read_stdlib(fraction: float) -> tuple[str, str, dict]:
         except (UnicodeDecodeError, OSError):
             continue  # a handful of stdlib test files are deliberately not UTF-8
         (val if is_val_file(path.relative_to(root).as_posix(), fraction) else train).append(text)
-    if not train or not val:
+    if not train or (need_val and not val):
+        if packages or exclude:
+            raise DataError(f"data.packages = {list(packages)} (excluding {list(exclude)}) leaves "
+                            f"{len(train)} training and {len(val)} validation files under {root}; choose "
+                            f"more or larger packages.")
         raise DataError(f"found no readable .py files under {root}; the stdlib source is missing "
                         f"from this Python install — use data.source='file' with data.path=...")
     info = {"root": str(root), "train_files": len(train), "val_files": len(val)}
+    if packages:
+        info["packages"] = list(packages)
+    if exclude:
+        info["exclude_packages"] = list(exclude)
     return FILE_SEPARATOR.join(train), FILE_SEPARATOR.join(val), info
 
 
@@ -154,6 +179,8 @@ def cache_root(cfg: TextDataConfig) -> Path:
 def source_key(cfg: TextDataConfig, vocab: list[str] | None = None) -> str:
     """Identity of the raw data + tokenizer settings; changes invalidate the cache."""
     h = hashlib.sha256(f"v{CACHE_VERSION}|{cfg.source}|{cfg.val_fraction}|{cfg.min_char_count}".encode())
+    if cfg.packages or cfg.exclude_packages:
+        h.update(f"|packages={sorted(cfg.packages)}|exclude={sorted(cfg.exclude_packages)}".encode())
     if vocab is not None:
         h.update(("vocab|" + "".join(vocab)).encode("utf-8", "surrogatepass"))
     if cfg.source == "stdlib":
@@ -188,7 +215,7 @@ def load_text(cfg: TextDataConfig, vocab: list[str] | None = None) -> TextCorpus
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache is rebuilt below
     if cfg.source == "stdlib":
-        train_text, val_text, info = read_stdlib(cfg.val_fraction)
+        train_text, val_text, info = read_stdlib(cfg.val_fraction, cfg.packages, cfg.exclude_packages)
     else:
         train_text, val_text, info = read_file(cfg.path, cfg.val_fraction)
     # Vocabulary from the whole text (as nanoGPT does), so every val character is known.

@@ -220,9 +220,12 @@ def _fill_tensor(target: Any, key: str, reader: ShardReader, entry: str) -> torc
     return target
 
 
-def load(ckpt_dir: Path, app_state: Mapping[str, Any], world: World) -> dict[str, Any]:
-    """Restore ``app_state`` (model/optimizer as ModelState/OptimizerState) from a sharded checkpoint."""
-    manifest = store.verify(Path(ckpt_dir))
+def load(ckpt_dir: Path, app_state: Mapping[str, Any], world: World, *, verified: bool = False) -> dict[str, Any]:
+    """Restore ``app_state`` (model/optimizer as ModelState/OptimizerState) from a sharded checkpoint.
+
+    ``verified``: this rank has already checked the files' sha256 (so they are not hashed again).
+    """
+    manifest = store.read_manifest(Path(ckpt_dir)) if verified else store.verify(Path(ckpt_dir))
     reader = ShardReader(Path(ckpt_dir))
     saved_world = int(reader.index["world_size"])
     for name, obj in app_state.items():
@@ -279,17 +282,18 @@ def _by_name(opt: OptimizerState, saved: dict[str, Any]) -> dict[str, Any]:
             "param_groups": [{**g, "params": [order[int(i)] for i in g["params"]]} for g in saved["param_groups"]]}
 
 
-def load_single(ckpt_dir: Path, app_state: Mapping[str, Any], world: World) -> None:
+def load_single(ckpt_dir: Path, app_state: Mapping[str, Any], world: World, *, verified: bool = False) -> None:
     """Restore a checkpoint written by ONE process into this run of several (each rank its rows).
 
     Every rank reads the full tensors of the single-process files and keeps its shard. Random
     streams: rank 0 continues the saved ones; the other ranks keep their own (seeded per rank).
     """
-    store.verify(Path(ckpt_dir))
+    if not verified:
+        store.verify(Path(ckpt_dir))
     for name, obj in app_state.items():
         if name in PER_RANK and world.rank != 0:
             continue
-        saved = store.load_entry(Path(ckpt_dir), name)
+        saved = store.load_entry(Path(ckpt_dir), name, verified=True)
         if isinstance(obj, OptimizerState):
             saved = _by_name(obj, saved)
         state = _place(obj.state_dict(), saved) if isinstance(obj, (ModelState, OptimizerState)) else saved

@@ -10,19 +10,18 @@ import torch.distributed as dist
 from trainwell.distributed.world import World, collective
 
 
-def reduce_step(world: World, loss_sum: float, units: int, stop: bool, micro_batches: int
-                ) -> tuple[float, int, bool]:
-    """One all-reduce per step of [weighted loss sum, units, stop flag].
+def reduce_step(world: World, loss: float, units: int, stop: bool) -> tuple[float, int, bool]:
+    """One all-reduce per step of [weighted loss, units, stop flag].
 
-    ``loss_sum`` is this rank's sum over micro-batches of (mean loss x weight), so dividing the
-    total by world_size x micro_batches gives the mean loss over the global batch. Every rank
-    gets the same loss (so all of them decide alike on divergence) and the same stop flag (a
-    signal that reached one rank stops all of them at the same step).
+    ``loss`` is this rank's mean over micro-batches of (mean loss x weight), so the ranks' mean is
+    the mean loss over the global batch. Every rank gets the same loss (so all of them decide
+    alike on divergence) and the same stop flag (a signal that reached one rank stops all of
+    them at the same step).
     """
-    t = torch.tensor([loss_sum, float(units), float(stop)], dtype=torch.float64)
+    t = torch.tensor([loss, float(units), float(stop)], dtype=torch.float64)
     with collective(world, "the loss all-reduce after a step"):
         dist.all_reduce(t)
-    return float(t[0]) / (world.size * micro_batches), int(t[1]), bool(t[2] > 0)
+    return float(t[0]) / world.size, int(t[1]), bool(t[2] > 0)
 
 
 def mean_over_ranks(world: World, values: dict[str, float]) -> dict[str, float]:
@@ -39,11 +38,10 @@ def mean_over_ranks(world: World, values: dict[str, float]) -> dict[str, float]:
 def evaluate(job: Any, device: torch.device, autocast: Callable[[], Any], world: World) -> dict[str, float]:
     """Like ``engine.job.evaluate`` with the eval batches dealt round-robin to the ranks.
 
-    Every rank runs the same number of forward passes (FSDP gathers parameters collectively in
-    each one), padding with a repeat of its first batch counted with weight 0.
+    ``job``: the engine's Job (model, eval_batches, objective, eval_extras). Every rank runs the same
+    number of forward passes (FSDP gathers parameters collectively in each one), padding with a
+    repeat of its first batch counted with weight 0.
     """
-    from trainwell.engine.job import to_device
-
     model, batches = job.model, job.eval_batches
     was_training = model.training
     model.eval()
@@ -56,7 +54,7 @@ def evaluate(job: Any, device: torch.device, autocast: Callable[[], Any], world:
             real = i < len(mine)
             batch = mine[i] if real else batches[0]
             with autocast():
-                out = job.objective(model, to_device(batch, device))
+                out = job.objective(model, {k: v.to(device, non_blocking=True) for k, v in batch.items()})
             weight = out.units if real else 0
             for key, value in {"loss": out.loss, **out.metrics}.items():
                 sums[key] = sums.get(key, 0.0) + float(value) * weight

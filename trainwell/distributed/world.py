@@ -73,11 +73,27 @@ def setup(cfg: Config) -> World:
     if cuda:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
+        import_before_joining()
         timeout = timedelta(seconds=d.timeout_s)
         dist.init_process_group(backend, timeout=timeout, device_id=device if cuda else None,
                                 **restart_store(rank, size, timeout))
     return World(rank=rank, size=size, local_rank=local_rank, strategy=d.strategy, timeout_s=d.timeout_s,
                  device=device)
+
+
+def import_before_joining() -> None:
+    """Import the torch.distributed modules a rank uses before it joins the group.
+
+    Some of them take ``group.WORLD`` as a default argument, evaluated at import: imported after
+    ``init_process_group`` they hold the default group for the life of the process (e.g.
+    ``ShardedGradScaler(process_group=dist.group.WORLD)``, imported with torch.distributed.fsdp,
+    which torch.distributed.checkpoint imports too; the collectives of torch.distributed.nn),
+    so ``teardown`` could not end it. Imported before, the default is None.
+    """
+    import torch.distributed.checkpoint.state_dict  # noqa: F401
+    import torch.distributed.fsdp  # noqa: F401
+    import torch.distributed.nn  # noqa: F401
+    import torch.distributed.tensor  # noqa: F401
 
 
 def inject_fault(world: World, step: int) -> None:
@@ -122,12 +138,46 @@ def restart_store(rank: int, size: int, timeout: timedelta) -> dict[str, Any]:
     return {"store": dist.PrefixStore(f"trainwell/attempt-{attempt}", base), "rank": rank, "world_size": size}
 
 
-def teardown(world: World) -> None:
-    if world.size > 1:
-        import torch.distributed as dist
+def teardown(world: World, error: BaseException | None = None) -> None:
+    """Leave the process group and end its threads while the interpreter is fully alive.
 
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    Why it matters: a gloo worker thread releases each finished collective's tensors a moment
+    after the caller saw the collective complete, and releasing a tensor that has a Python
+    wrapper takes the GIL. If the main thread has meanwhile begun interpreter finalization,
+    Python ends the worker inside a noexcept destructor and the rank aborts after a
+    successful run ("terminate called without an active exception", SIGABRT; seen in the
+    multi-process tests under load). The group's destructor waits for its workers and joins
+    them, but ``destroy_process_group`` only drops torch's own registry entries: the group
+    lives on while anything else holds it. Here, besides :func:`import_before_joining`:
+
+    * FSDP2's DeviceMesh keeps the groups in ``_pg_registry``, and DTensor's sharding caches
+      keep the meshes alive until interpreter exit: their references are dropped (the groups
+      are destroyed, so the meshes are unusable anyway);
+    * the parallel model (DDP's reducer, FSDP's state) holds the group through reference
+      cycles, collected here; after a failure (``error``) the traceback's frames hold the
+      model too, so their locals are cleared (the message and the traceback lines remain).
+      A failure inside FSDP's backward can leave the model referenced from the autograd
+      engine; the group may then outlive this call (on a rank that is failing anyway).
+    """
+    if world.size == 1:
+        return
+    import gc
+    import traceback
+
+    import torch.distributed as dist
+
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:  # the error and the ones it was raised from
+        seen.add(id(error))
+        traceback.clear_frames(error.__traceback__)
+        error = error.__cause__ or error.__context__
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    gc.collect()
+    for obj in gc.get_objects():
+        if type(obj).__name__ == "DeviceMesh" and isinstance(getattr(obj, "_pg_registry", None), dict):
+            obj._pg_registry.clear()
+    gc.collect()  # the last references gone, the group's destructor joins its threads here
 
 
 @contextlib.contextmanager

@@ -18,6 +18,9 @@ import torch
 
 # CPU flags that decide how fast fp32 and bf16 matmuls run (Linux /proc/cpuinfo names)
 MATMUL_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+# environment variables that cap the instruction sets torch's kernels use (oneDNN: bf16 matmuls, MKL:
+# fp32 matmuls, ATen: vector kernels); a measurement taken under one setting is not valid under another
+ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")
 
 
 def _cpuinfo() -> dict[str, str]:
@@ -34,7 +37,20 @@ def _cpuinfo() -> dict[str, str]:
 
 
 def cpu_flags() -> set[str]:
-    return set(_cpuinfo().get("flags", "").split())
+    """The CPU's feature flags as torch's kernels may use them: what /proc/cpuinfo lists, less what
+    ONEDNN_MAX_CPU_ISA (oneDNN: bf16 matmuls) and ATEN_CPU_CAPABILITY (ATen's vector kernels) turn off."""
+    flags = set(_cpuinfo().get("flags", "").split())
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if isa and isa not in ("ALL", "DEFAULT"):
+        if "AMX" not in isa:
+            flags -= {"amx_bf16", "amx_tile", "amx_int8", "amx_fp16"}
+        if not (isa.startswith("AVX512") or isa.startswith("AVX10")):
+            flags = {f for f in flags if not f.startswith("avx512")}
+        elif not any(k in isa for k in ("BF16", "FP16", "AMX", "AVX10")):
+            flags.discard("avx512_bf16")
+    if os.environ.get("ATEN_CPU_CAPABILITY", "").lower() in ("avx2", "default"):
+        flags.discard("avx512f")
+    return flags
 
 
 def device_name(device: torch.device) -> str:
@@ -54,8 +70,9 @@ def machine_key(device: torch.device) -> str:
     """Identifies the hardware + software a measurement on ``device`` was taken with."""
     if device.type == "cuda":
         return f"cuda|{device_name(device)}|torch {torch.__version__}"
-    return (f"{device.type}|{device_name(device)}|{cpu_features()}|torch {torch.__version__}"
-            f"|threads={torch.get_num_threads()}")
+    limits = "".join(f"|{k}={os.environ[k]}" for k in ISA_LIMITS if os.environ.get(k))
+    return (f"{device.type}|{device_name(device)}|{cpu_features()}|{torch.backends.cpu.get_cpu_capability()}"
+            f"{limits}|torch {torch.__version__}|threads={torch.get_num_threads()}")
 
 
 def cache_dir() -> Path:

@@ -14,6 +14,10 @@ CPUs) and in fp32 elsewhere, batched over same-shaped matrices (one bmm per step
 instead of one matmul per matrix: the matrices are small, so call overhead matters on CPU).
 Same update rule and momentum-buffer name as torch's Muon.
 
+Under FSDP2 each rank gathers the block matrices' updates whole (Muon needs the whole matrix),
+orthogonalises them as every other rank does and applies its own rows: exact, at the cost of one
+all-gather of those updates per step and the iteration repeated on every rank.
+
 One Optimizer object, so checkpoints (its state_dict: Muon's momentum and AdamW's moments),
 distributed state dicts, loss scaling and zero_grad need nothing special. The AdamW part is a
 ``torch.optim.AdamW`` that shares this optimizer's ``state`` and its param-group dicts.
@@ -97,8 +101,11 @@ class MuonAdamW(torch.optim.Optimizer):
 
     def _muon_step(self, group: dict[str, Any]) -> None:
         lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
-        # matrices of one shape are orthogonalised together: (n, A, B)
-        by_shape: dict[tuple[int, int], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        # matrices of one shape are orthogonalised together: (n, A, B). Under FSDP2 a weight, its
+        # gradient and its momentum are row shards (DTensors); the update is gathered whole (every rank
+        # in the same parameter order), orthogonalised on every rank alike, and each rank keeps its rows.
+        by_shape: dict[tuple[int, int], list[tuple[int, int, torch.Tensor]]] = {}
+        updated: list[tuple[torch.Tensor, list[torch.Tensor | None]]] = []
         for p, parts in zip(group["params"], group["splits"]):
             if p.grad is None:
                 continue
@@ -108,16 +115,31 @@ class MuonAdamW(torch.optim.Optimizer):
             buf = state["momentum_buffer"]
             buf.mul_(mu).add_(p.grad)  # B = mu B + g
             update = p.grad.add(buf, alpha=mu) if group["nesterov"] else buf  # Nesterov: g + mu B
+            if _is_dtensor(update):
+                update = update.full_tensor()  # all-gather: (rows, cols) on every rank
             rows = p.shape[0] // parts
             for i in range(parts):
-                by_shape.setdefault((rows, p.shape[1]), []).append((p[i * rows:(i + 1) * rows], update[i * rows:(i + 1) * rows]))
-        for (rows, cols), pairs in by_shape.items():
-            ortho = orthogonalize(torch.stack([u for _, u in pairs]), group["ns_steps"], self.ns_dtype)
+                by_shape.setdefault((rows, p.shape[1]), []).append((len(updated), i, update[i * rows:(i + 1) * rows]))
+            updated.append((p, [None] * parts))
+        for (rows, cols), items in by_shape.items():
+            ortho = orthogonalize(torch.stack([u for _, _, u in items]), group["ns_steps"], self.ns_dtype)
+            for (k, i, _), o in zip(items, ortho):
+                updated[k][1][i] = o
+        for w, pieces in updated:
+            rows, cols = w.shape[0] // len(pieces), w.shape[1]
             scale = lr * max(1.0, rows / cols) ** 0.5
-            for (w, _), o in zip(pairs, ortho):
-                if wd:
-                    w.mul_(1 - lr * wd)
-                w.add_(o.to(w.dtype), alpha=-scale)
+            o = torch.cat(pieces).to(w.dtype)  # type: ignore[arg-type]  (all parts filled above)
+            if _is_dtensor(w):
+                from torch.distributed.tensor import distribute_tensor
+
+                o = distribute_tensor(o, w.device_mesh, w.placements, src_data_rank=None)  # this rank's rows
+            if wd:
+                w.mul_(1 - lr * wd)
+            w.add_(o, alpha=-scale)
+
+
+def _is_dtensor(t: torch.Tensor) -> bool:
+    return type(t).__name__ == "DTensor"
 
 
 def build_muon(model: torch.nn.Module, cfg: Any, device: torch.device) -> MuonAdamW:
@@ -127,9 +149,6 @@ def build_muon(model: torch.nn.Module, cfg: Any, device: torch.device) -> MuonAd
     muon, splits, seen = [], [], set()
     for name, module in model.named_modules():
         if name.startswith("blocks.") and isinstance(module, torch.nn.Linear) and module.weight.requires_grad:
-            if type(module.weight).__name__ == "DTensor":
-                raise ConfigError("optim.name = 'muon' orthogonalises whole matrices and does not run on FSDP "
-                                  "shards; use distributed.strategy = 'ddp' or optim.name = 'adamw'.")
             muon.append(module.weight)
             splits.append(3 if name.endswith(".qkv") else 1)  # q, k and v are separate matrices
             seen.add(id(module.weight))

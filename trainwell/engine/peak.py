@@ -28,14 +28,18 @@ BF16_FLOOR = {"amx_bf16": 50e9, "avx512_bf16": 5e9}
 SLOWEST = 0.02e9  # anything else (emulated bf16, old CPUs) per thread
 
 
-def floor_flops(device: torch.device, dtype: torch.dtype) -> float:
-    """The least FLOP/s a quiet probe of ``dtype`` should reach on this device's capability level."""
+def floor_per_thread(device: torch.device, dtype: torch.dtype) -> float:
+    """The least FLOP/s one thread's quiet probe of ``dtype`` should reach on this CPU's capability level."""
     if device.type != "cpu":
         return 0.0  # GPUs are not shared by other processes the way cores are: no floor needed
     flags = cpu_flags()
     levels = BF16_FLOOR if dtype == torch.bfloat16 else FP32_FLOOR if dtype == torch.float32 else {}
-    per_thread = next((v for flag, v in levels.items() if flag in flags), SLOWEST)
-    return per_thread * torch.get_num_threads()
+    return next((v for flag, v in levels.items() if flag in flags), SLOWEST)
+
+
+def floor_flops(device: torch.device, dtype: torch.dtype) -> float:
+    """The least FLOP/s a quiet probe of ``dtype`` on all of this process's threads should reach."""
+    return floor_per_thread(device, dtype) * torch.get_num_threads()
 
 
 def probe(device: torch.device, dtype: torch.dtype, max_n: int = 2048, seconds: float = 0.1) -> float:

@@ -12,7 +12,7 @@ import contextlib
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -71,12 +71,13 @@ class Precision:
 # ------------------------------------------------------------------------------- the choice
 
 
-def choose_precision(cfg: Any, model: torch.nn.Module, device: torch.device, *, previous: str | None = None,
-                     world: Any = None) -> tuple[str, str]:
+def choose_precision(cfg: Any, model: torch.nn.Module, device: torch.device, *,
+                     previous: str | None = None) -> tuple[str, str]:
     """``train.precision`` resolved for this run: (fp32 | bf16 | fp16, the reason in words).
 
     ``previous``: the precision a resumed run started with (it keeps it, so resuming stays exact).
-    ``world``: with several processes rank 0 decides and every rank takes its answer.
+    With several processes only rank 0 calls this and the strategy hands every rank its answer
+    (``Strategy.agree``), so all ranks run in the same precision even if their probes would differ.
     """
     asked = cfg.train.precision
     if asked != "auto":
@@ -84,12 +85,6 @@ def choose_precision(cfg: Any, model: torch.nn.Module, device: torch.device, *, 
         return asked, "set by train.precision"
     if previous in ("fp32", "bf16"):
         return previous, "auto, kept from the start of this run (resuming)"
-    if world is not None and world.size > 1:
-        from trainwell.distributed.world import broadcast_object
-
-        mine = _auto(cfg, model, device) if world.main else None
-        name, reason = broadcast_object(world, mine)
-        return name, reason
     return _auto(cfg, model, device)
 
 
@@ -138,29 +133,51 @@ def matmul_shapes(model: torch.nn.Module, rows: int) -> list[tuple[int, int, int
     return sorted(shapes, key=lambda s: -s[1] * s[2] * s[3])[:PROBE_SHAPES]
 
 
-def bf16_speedup(shapes: list[tuple[int, int, int, int]], device: torch.device,
-                 probe: Callable[..., tuple[float, float]] | None = None) -> tuple[float, bool]:
-    """fp32 time / bf16 time of ``shapes`` on this machine, and whether it came from the cache."""
+def bf16_speedup(shapes: list[tuple[int, int, int, int]], device: torch.device) -> tuple[float, bool]:
+    """fp32 time / bf16 time of ``shapes`` on this machine, and whether it came from the cache.
+
+    A probe is cached only when its fp32 matmuls ran at a rate this CPU kind reaches undisturbed
+    (engine/peak.py's floor): one taken while other processes held the core is used for this run only.
+    """
+    from trainwell.engine.peak import floor_per_thread
+
     key = f"{machine_key(device)}|{';'.join('x'.join(map(str, s)) for s in shapes)}"
     table = read_cache(PROBE_CACHE)
     hit = table.get(key)
     if isinstance(hit, dict) and "speedup" in hit:
         return float(hit["speedup"]), True
-    fp32_s, bf16_s = (probe or probe_matmuls)(shapes, device)
+    fp32_s, bf16_s = probe_matmuls(shapes, device)
     speedup = fp32_s / max(bf16_s, 1e-12)
-    table[key] = {"speedup": round(speedup, 4), "fp32_s": fp32_s, "bf16_s": bf16_s,
-                  "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    write_cache(PROBE_CACHE, table)
+    fp32_rate = sum(2 * r * i * o * n for r, i, o, n in shapes) / max(fp32_s, 1e-12)  # one thread
+    if fp32_rate >= floor_per_thread(device, torch.float32):
+        table[key] = {"speedup": round(speedup, 4), "fp32_s": fp32_s, "bf16_s": bf16_s,
+                      "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        write_cache(PROBE_CACHE, table)
     return speedup, False
 
 
-def probe_matmuls(shapes: list[tuple[int, int, int, int]], device: torch.device,
-                  reps: int = 3) -> tuple[float, float]:
-    """Seconds per step of ``shapes`` in fp32 and in bf16 (best of ``reps``, interleaved).
+@contextlib.contextmanager
+def one_thread(device: torch.device) -> Iterator[None]:
+    """A CPU probe on one thread: bf16's advantage is a property of each core (AMX tiles, AVX-512 BF16
+    units), and one thread is not held up at every matmul by a partner thread that another process
+    has descheduled, so a probe on a busy machine still finds undisturbed repetitions."""
+    before = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
-    bf16 includes casting the input and the weight, as autocast does in every forward. A first
-    small matmul settles a CPU without native bf16 (where bf16 is many times slower) in
-    milliseconds, without timing full-size emulated matmuls.
+
+def probe_matmuls(shapes: list[tuple[int, int, int, int]], device: torch.device, *, min_reps: int = 5,
+                  seconds: float = 0.04) -> tuple[float, float]:
+    """Seconds per step of ``shapes`` (rows, in, out, count) in fp32 and in bf16 on one thread.
+
+    Each shape: fp32 and bf16 interleaved (a burst of other work hits both alike), at least
+    ``min_reps`` times and ``seconds`` in all, the fastest of each counts. bf16 includes casting the
+    input and the weight, as autocast does. A first small matmul settles a CPU without native bf16
+    (emulated bf16 is many times slower) in milliseconds, without timing full-size emulated matmuls.
     """
     g = torch.Generator().manual_seed(0)  # private: probing must not move the global RNG (exact resume)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -174,22 +191,26 @@ def probe_matmuls(shapes: list[tuple[int, int, int, int]], device: torch.device,
         sync()
         return time.perf_counter() - t0
 
-    with torch.inference_mode():
+    def best(x: torch.Tensor, w: torch.Tensor, reps: int, budget: float) -> tuple[float, float]:
+        timer(x, w, False), timer(x, w, True)  # warm-up (oneDNN builds its kernel on the first call)
+        fp32, bf16, spent, n = float("inf"), float("inf"), 0.0, 0
+        while n < reps or spent < budget:
+            a, b = timer(x, w, False), timer(x, w, True)
+            fp32, bf16, spent, n = min(fp32, a), min(bf16, b), spent + a + b, n + 1
+            if n >= 4 * reps and spent > budget:
+                break
+        return fp32, bf16
+
+    with torch.inference_mode(), one_thread(device):
         _, i, o, _ = shapes[0]
         x, w = torch.randn(256, i, generator=g).to(device), torch.randn(o, i, generator=g).to(device)
-        timer(x, w, False), timer(x, w, True)  # warm-up
-        fp32 = min(timer(x, w, False) for _ in range(reps))
-        bf16 = timer(x, w, True)
+        fp32, bf16 = best(x, w, min_reps, 0.0)
         if bf16 > 2.5 * fp32:  # hopeless: no native bf16
             return fp32, bf16
         total = [0.0, 0.0]
         for rows, i, o, n in shapes:
             x, w = torch.randn(rows, i, generator=g).to(device), torch.randn(o, i, generator=g).to(device)
-            timer(x, w, False), timer(x, w, True)
-            best = [float("inf"), float("inf")]
-            for _ in range(reps):  # interleaved, so a burst of load hits both alike
-                best[0] = min(best[0], timer(x, w, False))
-                best[1] = min(best[1], timer(x, w, True))
-            total[0] += n * best[0]
-            total[1] += n * best[1]
+            fp32, bf16 = best(x, w, min_reps, seconds)
+            total[0] += n * fp32
+            total[1] += n * bf16
     return total[0], total[1]

@@ -29,6 +29,18 @@ class LoopState:
             setattr(self, key, value)
 
 
+def seed_everything(seed: int) -> None:
+    """One seed for Python, NumPy and torch (initialisation, data order, dropout)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def has_checkpoints(run_dir: Path) -> bool:
     ckpts = run_dir / "checkpoints"
     return ckpts.is_dir() and any(p.name.startswith("step-") for p in ckpts.iterdir())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch.utils.checkpoint import checkpoint
 
@@ -22,10 +24,28 @@ def apply_activation_checkpointing(model: torch.nn.Module, every: int) -> int:
     for i, block in enumerate(blocks):
         if i % every == 0:
             inner = block.forward
-            # non-reentrant checkpointing: works with autocast and keeps the RNG state for dropout
-            block.forward = lambda *a, _f=inner, **kw: checkpoint(_f, *a, use_reentrant=False, **kw)
+            # non-reentrant checkpointing: works with autocast and keeps the RNG state for dropout;
+            # the recompute (in backward, outside the step's contexts) must also pick the attention
+            # kernels the forward picked, or it saves tensors of other shapes (bf16 on CPU runs the
+            # math kernel, see engine/precision.py) and torch refuses the backward
+            block.forward = lambda *a, _f=inner, **kw: checkpoint(_f, *a, use_reentrant=False,
+                                                                  context_fn=same_attention_kernels, **kw)
             wrapped += 1
     return wrapped
+
+
+def same_attention_kernels() -> tuple[contextlib.AbstractContextManager[None], contextlib.AbstractContextManager[None]]:
+    """(forward, recompute) contexts for ``checkpoint``: the recompute uses the attention backends
+    that are enabled now, in the forward."""
+    from torch.nn.attention import _cur_sdpa_kernel_backends, sdpa_kernel
+
+    return contextlib.nullcontext(), sdpa_kernel(_cur_sdpa_kernel_backends())
+
+
+def remove_activation_checkpointing(model: torch.nn.Module) -> None:
+    """Undo :func:`apply_activation_checkpointing` (the plan measures a step both ways)."""
+    for block in getattr(model, "blocks", []):
+        block.__dict__.pop("forward", None)
 
 
 def maybe_compile(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:

@@ -37,7 +37,9 @@ class KVCache:
         self._pos = (slots[None, :] - pad[:, None]).clamp_min(0)  # (B, capacity)
         pad_slot = slots[None, :] < pad[:, None]
         self._bias = torch.zeros(pad_slot.shape, dtype=dtype, device=pad.device).masked_fill(pad_slot, float("-inf"))
-        self.padded = bool(pad_slot.any())
+        # from pad alone (not from the slot tables), so a simulated cache (trainwell/engine/simulate.py)
+        # whose tables are fake still knows which rows are padded
+        self.padded = bool((pad > 0).any()) and self.capacity > 0
         self.min_pad = int(pad.min()) if len(pad) else 0
 
     @property

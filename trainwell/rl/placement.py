@@ -186,8 +186,6 @@ class MacroPlacementEnv(gym.Env):
     def render(self):
         if self.render_mode != "rgb_array" or self.netlist is None:
             return None
-        from trainwell.rl.placement_report import placement_figure
-
         fig = placement_figure([(self.netlist, self.corners[:self.placed], f"{self.placed}/{self.macros} placed")],
                                self.grid)
         fig.canvas.draw()
@@ -247,3 +245,40 @@ class MacroPlacementEnv(gym.Env):
                 tail[4] = 1.0
         tail[5] = self.placed / self.macros
         return np.concatenate([self.occupied.reshape(-1).astype(np.float32), conn.reshape(-1), tail])
+
+
+def placement_figure(panels: list[tuple[Netlist, np.ndarray | None, str]], grid: int):
+    """One axes per (netlist, corners of the placed macros or None, title): macros as rectangles, nets as
+    lines from their pins to the net's centroid."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    fig = Figure(figsize=(3.6 * len(panels), 3.8), dpi=100)
+    FigureCanvasAgg(fig)
+    colours = [f"C{i % 10}" for i in range(10)]
+    for i, (nl, corners, title) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        ax.set_xlim(0, grid)
+        ax.set_ylim(0, grid)
+        ax.set_aspect("equal")
+        ax.set_xticks(range(grid + 1), [])
+        ax.set_yticks(range(grid + 1), [])
+        ax.grid(True, linewidth=0.3)
+        ax.set_title(title, fontsize=9)
+        if corners is None:
+            continue
+        placed = len(corners)
+        for m in range(placed):
+            (x, y), (w, h) = corners[m], nl.sizes[m]
+            ax.add_patch(Rectangle((x, y), w, h, facecolor="0.85", edgecolor="0.2"))
+            ax.text(x + w / 2, y + h / 2, str(m), ha="center", va="center", fontsize=7)
+        pins = corners + nl.sizes[:placed] / 2.0
+        for j, net in enumerate(nl.nets):
+            on = net[net < placed]
+            if len(on) < 2:
+                continue
+            hub = pins[on].mean(0)
+            for m in on:
+                ax.plot([pins[m, 0], hub[0]], [pins[m, 1], hub[1]], color=colours[j % 10], linewidth=1, alpha=0.8)
+    return fig

@@ -2,7 +2,11 @@
 minibatches of (observation, action, TD target) sampled uniformly from it (Mnih et al. 2015).
 
 The target network is part of the source: it turns sampled transitions into regression targets,
-so the objective stays a pure function of (model, batch). Exact resume: the state holds the
+so the objective stays a pure function of (model, batch). It is refreshed by environment steps,
+as Stable-Baselines3's ``target_update_interval`` is: a copy whenever the env-step count passes a
+multiple of ``target_every_env_steps``. The online network only changes between collections, so
+the copy is made once at the end of a collection (the same network SB3 copies during it) and
+stays fixed for the burst of updates that follows. Exact resume: the state holds the
 buffer contents and write position, the target network, the sampling/exploration RNG, the
 counters that drive collection and target copies, the episode bookkeeping and every
 sub-environment's state (see :mod:`trainwell.rl.envs`).
@@ -22,12 +26,13 @@ from trainwell.rl.envs import Episodes, env_states, greedy_action, make_envs, re
 class ReplaySource:
     def __init__(self, model: torch.nn.Module, *, env_id: str, num_envs: int, buffer_size: int,
                  learning_starts: int, collect_steps: int, updates_per_collect: int, batch_size: int,
-                 gamma: float, target_every: int, double_q: bool, epsilon: tuple[float, float, int], seed: int):
+                 gamma: float, target_every_env_steps: int, double_q: bool, epsilon: tuple[float, float, int], seed: int):
         self.model, self.seed, self.n = model, seed, num_envs
         self.envs = make_envs(env_id, num_envs)
         self.capacity, self.learning_starts = buffer_size, learning_starts
         self.collect_steps, self.updates_per_collect = collect_steps, updates_per_collect
-        self.batch_size, self.gamma, self.target_every, self.double_q = batch_size, gamma, target_every, double_q
+        self.batch_size, self.gamma, self.double_q = batch_size, gamma, double_q
+        self.target_every = target_every_env_steps
         self.eps_start, self.eps_end, self.eps_steps = epsilon
         obs, _ = self.envs.reset(seed=seed)
         self.obs = np.asarray(obs, dtype=np.float32)
@@ -37,7 +42,7 @@ class ReplaySource:
                     "terminated": np.zeros(buffer_size, np.float32)}
         self.pos = self.size = 0
         self.steps = 0  # env steps taken (summed over the vector envs)
-        self.updates = 0  # minibatches served
+        self.updates = 0  # minibatches served (optimizer steps)
         self.rng = np.random.Generator(np.random.PCG64(seed))  # exploration and sampling
         self.target = copy.deepcopy(model).requires_grad_(False).eval()
         self.episodes = Episodes(num_envs)
@@ -57,8 +62,6 @@ class ReplaySource:
             self.collect(self.learning_starts - self.steps)
         if self.updates % self.updates_per_collect == 0:
             self.collect(self.collect_steps)
-        if self.updates % self.target_every == 0:
-            self.target.load_state_dict(self.model.state_dict())
         idx = self.rng.integers(0, self.size, self.batch_size)
         b = {k: torch.from_numpy(v[idx]) for k, v in self.buf.items()}
         self.updates += 1
@@ -83,6 +86,9 @@ class ReplaySource:
 
     @torch.no_grad()
     def collect(self, env_steps: int) -> None:
+        """Act epsilon-greedily for ``env_steps`` steps (rounded up to whole vector steps), then
+        refresh the target network if the env-step count passed a multiple of target_every."""
+        copies = self.steps // self.target_every
         device = next(self.model.parameters()).device
         for _ in range(max(1, -(-env_steps // self.n))):
             explore = self.rng.random(self.n) < self.epsilon()
@@ -107,6 +113,8 @@ class ReplaySource:
             self.steps += self.n
             self.episodes.step(reward, ended)
             self.obs = np.asarray(nxt, dtype=np.float32)
+        if self.steps // self.target_every > copies:
+            self.target.load_state_dict(self.model.state_dict())
 
     def episode_stats(self) -> dict[str, float]:
         return {**self.episodes.stats(self.steps), "rl/epsilon": self.epsilon(), "rl/buffer_size": float(self.size)}

@@ -21,7 +21,7 @@ def confusion_png(matrix: np.ndarray, classes: list[str], path: Path) -> Path:
     fig = _figure(max(4.0, 0.5 * n + 2), max(3.5, 0.5 * n + 1.5))
     ax = fig.add_subplot()
     im = ax.imshow(matrix, cmap="Blues")
-    fig.colorbar(im, ax=ax)
+    fig.colorbar(im, ax=ax).set_label("test samples")
     ax.set_xticks(range(n), classes, rotation=45 if n > 10 else 0)
     ax.set_yticks(range(n), classes)
     ax.set_xlabel("predicted")

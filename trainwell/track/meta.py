@@ -18,9 +18,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import trainwell
+from trainwell.version import __version__
 
-_PKG_DIR = Path(trainwell.__file__).resolve().parent
+_PKG_DIR = Path(__file__).resolve().parent.parent  # the trainwell package folder
 
 
 def _git(*args: str) -> str | None:
@@ -95,7 +95,7 @@ def _numpy_version() -> str | None:
 def run_meta(*, seed: int, extra: Mapping | None = None) -> dict:
     """Versions, commit, host and seed; ``extra`` keys are merged last (caller wins)."""
     meta: dict[str, Any] = {
-        "trainwell": trainwell.__version__,
+        "trainwell": __version__,
         "git": git_info(),
         "python": sys.version.split()[0],
         **_torch_info(),

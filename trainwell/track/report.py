@@ -96,7 +96,7 @@ def summarize(run_dir: Path) -> dict:
     return {**computed, **{k: v for k, v in summary_json.items() if v is not None}}
 
 
-# Keys _rows() formats specially; any other scalar key is shown generically after them, so
+# Keys summary_rows() formats specially; any other scalar key is shown generically after them, so
 # render_summary also reads dicts of another shape (e.g. the engine's summary.json).
 _KNOWN = {"val_loss", "val_bpc", "unigram_val_loss", "unigram_val_bpc", "run", "steps", "final_train_loss", "nonfinite_train_loss", "best_val_loss",
           "best_val_step", "best_step", "last_val_loss", "last_val_step", "tokens_per_s",
@@ -116,7 +116,7 @@ def _at(loss: Any, step: Any) -> str:
     return fmt.sig(loss) + (f" @ step {step}" if step is not None else "")
 
 
-def _rows(s: dict) -> list[tuple[str, str]]:
+def summary_rows(s: dict) -> list[tuple[str, str]]:
     """(label, formatted value) for every field that has a value."""
     rows: list[tuple[str, str]] = []
     for key in ("run", "steps"):
@@ -161,7 +161,7 @@ def _rows(s: dict) -> list[tuple[str, str]]:
 def render_summary(summary: dict, *, stream: TextIO | None = None) -> None:
     """A rich table on a terminal; aligned plain ``label  value`` lines otherwise (logs)."""
     stream = stream if stream is not None else sys.stdout
-    rows = _rows(summary) or [("summary", "empty")]
+    rows = summary_rows(summary) or [("summary", "empty")]
     isatty = getattr(stream, "isatty", None)
     if not (isatty and isatty()):
         width = max(len(label) for label, _ in rows)

@@ -110,7 +110,7 @@ def dqn_job(cfg: Config, device: torch.device) -> Job:
     source = ReplaySource(model, env_id=d.env_id, num_envs=d.num_envs, buffer_size=d.buffer_size,
                           learning_starts=d.learning_starts, collect_steps=d.collect_steps,
                           updates_per_collect=d.updates_per_collect, batch_size=cfg.train.batch_size,
-                          gamma=d.gamma, target_every=d.target_every, double_q=d.double_q,
+                          gamma=d.gamma, target_every_env_steps=d.target_every_env_steps, double_q=d.double_q,
                           epsilon=(d.epsilon_start, d.epsilon_end, int(d.epsilon_fraction * d.total_env_steps)),
                           seed=cfg.train.seed)
     collects = max(1, (d.total_env_steps - d.learning_starts) // d.collect_steps)

@@ -1,4 +1,5 @@
-"""Use a finished (or running) run: evaluate or sample from one of its checkpoints."""
+"""Use a finished (or running) run: evaluate or sample from one of its checkpoints (`trainwell eval`,
+`trainwell generate`, and the same from Python)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import torch
 
 from trainwell import checkpoint as ckpt
 from trainwell.config import Config, load_config
-from trainwell.engine.job import Job, build_job, evaluate
-from trainwell.engine.loop import check_model_fits, newest_valid, pick_device
+from trainwell.engine.job import Job, evaluate
 from trainwell.engine.precision import Precision, choose_precision, recorded_precision
-from trainwell.engine.transfer import prepare_model
+from trainwell.engine.prepare import prepare_model
+from trainwell.engine.restore import check_model_fits, newest_valid
+from trainwell.engine.trainer import pick_device
 from trainwell.errors import CheckpointError, TrainwellError
+from trainwell.paradigms import build_job
 
 
 def run_config(run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -47,7 +50,7 @@ def load_for_inference(run_dir: Path, checkpoint: str | None = None, *, merge: b
     path = pick_checkpoint(run_dir, checkpoint)
     adapted, _ = prepare_model(cfg, job.model, run_precision(cfg, job, run_dir, device).dtype)
     check_model_fits(path, adapted)
-    adapted.load_state_dict(ckpt.load_entry(path, "model"))
+    adapted.load_state_dict(ckpt.load_entry(path, "model", verified=True))  # pick_checkpoint verified it
     if merge:
         if adapted.handle is None:
             raise TrainwellError(f"the run in {run_dir} has no adapters to merge (adapter.method = 'none').")
@@ -61,7 +64,8 @@ def load_for_inference(run_dir: Path, checkpoint: str | None = None, *, merge: b
 
 
 def run_precision(cfg: Config, job: Job, run_dir: Path, device: torch.device) -> Precision:
-    """The precision the run trained with ("auto" resolved as at its start, else as on this machine)."""
+    """The precision the run trained with: "auto" as its meta.json recorded it at the start (a run
+    written before precisions were recorded: decided as on this machine)."""
     return Precision(choose_precision(cfg, job.model, device, previous=recorded_precision(run_dir))[0], device)
 
 

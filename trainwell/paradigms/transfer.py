@@ -1,4 +1,7 @@
-"""Transfer learning around the one loop: the pretrained model and its pretraining data.
+"""Transfer learning for text: the pretrained model's pretraining data.
+
+The pretrained weights and the adapters are applied to every paradigm alike
+(trainwell/engine/prepare.py); this module adds what only a text run needs.
 
 A checkpoint records the config that wrote it (manifest meta "config"), so ``train.init_from``
 tells us not only the weights but also the text they were trained on: a character model's
@@ -14,24 +17,8 @@ from typing import Any
 import torch
 
 from trainwell import checkpoint as ckpt
-from trainwell.adapters import Adapted, adapt
 from trainwell.config.schema import Config, TextDataConfig
 from trainwell.errors import ConfigError, DataError
-
-
-def prepare_model(cfg: Config, model: torch.nn.Module, compute_dtype: torch.dtype | None) -> tuple[Adapted, list[str]]:
-    """Pretrained weights (train.init_from), then the adapter method: the model as trained."""
-    from trainwell.engine.loop import init_weights
-
-    notes = [init_weights(model, Path(cfg.train.init_from))] if cfg.train.init_from else []
-    if cfg.adapter.method != "none" and not cfg.train.init_from:
-        notes.append(f"note: adapter.method = '{cfg.adapter.method}' without train.init_from adapts a randomly "
-                     f"initialised base")
-    adapted = adapt(model, cfg.adapter, compute_dtype=compute_dtype)
-    f = adapted.facts()
-    notes.append(f"adapter {f['adapter']}: training {f['trainable_parameters']:,} of {f['total_parameters']:,} "
-                 f"parameters ({100 * f['trainable_share']:.2f}%)")
-    return adapted, notes
 
 
 def pretraining_data(init_from: str) -> TextDataConfig | None:

@@ -1,0 +1,1 @@
+"""Taking a trained model out of trainwell into other ecosystems' formats (``hf``: transformers)."""
