@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tinyrun import tiny_sets  # noqa: E402  (tests/ is on sys.path: pytest puts the rootdir conftest's folder there)
+from tinyrun import pref_rows, pref_sets, tiny_sets  # noqa: E402  (tests/ is on sys.path: pytest puts the rootdir conftest's folder there)
 
 # Every test (and every subprocess a test starts) uses a private cache, never ~/.cache.
 os.environ.setdefault("TRAINWELL_CACHE", tempfile.mkdtemp(prefix="trainwell-cache-"))
@@ -67,3 +67,36 @@ def paradigm_run(tiny_text, tmp_path_factory):
         return done[name]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def pretrained(tiny_session, tmp_path_factory) -> Path:
+    """A 2-layer GPT trained 20 steps on stdlib text (the tiny setup): its final checkpoint. The transfer
+    and preference tests start from it."""
+    import trainwell
+
+    run = tmp_path_factory.mktemp("pre") / "run"
+    trainwell.train("default", tiny_session(eval__samples=0, log__plots=False), run_dir=run)
+    return run / "checkpoints" / "step-20"
+
+
+@pytest.fixture(scope="session")
+def pref_data(tiny_text, tmp_path_factory) -> dict[str, Path]:
+    """sft.jsonl, pairs.jsonl and prompts.jsonl (TRL's columns) cut from the tiny text's lines."""
+    return pref_rows(tiny_text, tmp_path_factory.mktemp("pref"))
+
+
+@pytest.fixture(scope="session")
+def pref(pref_data, pretrained):
+    """--set values for a tiny preference stage (sft, reward, dpo, ppo, grpo) started from `pretrained`."""
+    return lambda stage, **extra: pref_sets(pref_data, pretrained, stage, **extra)
+
+
+@pytest.fixture(scope="session")
+def reward_model(pref, tmp_path_factory) -> Path:
+    """A tiny reward model trained on the pairs (its run directory), for PPO."""
+    import trainwell
+
+    run = tmp_path_factory.mktemp("rm") / "run"
+    trainwell.train("code_reward", pref("reward"), run_dir=run)
+    return run

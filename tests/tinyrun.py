@@ -18,3 +18,55 @@ def tiny_sets(text_path: Path, **extra: object) -> list[str]:
     values.update({k.replace("__", "."): v for k, v in extra.items()})
     return [f"{k}={v!r}" if isinstance(v, str) else f"{k}={str(v).lower() if isinstance(v, bool) else v}"
             for k, v in values.items()]
+
+
+# the shipped recipe of each preference stage
+STAGES = {"sft": "code_sft", "reward": "code_reward", "dpo": "code_dpo", "ppo": "code_ppo", "grpo": "code_grpo"}
+DATA = {"sft": "sft", "reward": "pairs", "dpo": "pairs", "ppo": "prompts", "grpo": "prompts"}
+
+
+def pref_rows(text_path: Path, folder: Path) -> dict[str, Path]:
+    """Tiny JSONL files in TRL's formats from a text's lines: prompt = a line's first 10 characters,
+    completion (chosen) = the next 12, rejected = those 12 with their letters' case swapped."""
+    import json
+    import random
+
+    rng = random.Random(0)
+    lines = [line for line in text_path.read_text(encoding="utf-8").splitlines() if 24 < len(line) < 80]
+    rows = [(line[:10], line[10:22]) for line in rng.sample(lines, 240)]
+    files = {"sft": [{"prompt": p, "completion": c} for p, c in rows],
+             "pairs": [{"prompt": p, "chosen": c, "rejected": c.swapcase()} for p, c in rows],
+             "prompts": [{"prompt": p, "reference": c} for p, c in rows]}
+    out = {}
+    for name, items in files.items():
+        out[name] = folder / f"{name}.jsonl"
+        out[name].write_text("".join(json.dumps(r) + "\n" for r in items), encoding="utf-8")
+    return out
+
+
+def pref_sets(data: dict[str, Path], init_from: Path, stage: str, **extra: object) -> list[str]:
+    """--set overrides that shrink a preference recipe (STAGES) to a ~1 s CPU run on the tiny rows."""
+    values: dict[str, object] = {
+        "data.path": str(data[DATA[stage]]), "data.eval_fraction": 0.2, "data.context": 32,
+        "data.max_new_tokens": 8, "data.eval_samples": 2,
+        "model.n_layer": 2, "model.n_head": 2, "model.n_embd": 32, "train.init_from": str(init_from),
+        "train.steps": 20, "train.batch_size": 8, "train.threads": 1, "schedule.warmup_steps": 2,
+        "eval.every": 10, "eval.batches": 2, "eval.samples": 1, "eval.sample_tokens": 8, "eval.prompt": "def ",
+        "checkpoint.every": 10, "log.every": 5, "log.progress": "lines", "log.plots": False,
+        "log.tensorboard": False,
+    }
+    if DATA[stage] == "prompts":
+        values.update({"data.prompts_per_rollout": 4, "data.group_size": 2 if stage == "grpo" else 1,
+                       "data.eval_prompts": 8, "data.minibatch_size": 0, "data.update_epochs": 1})
+    extra = {k.replace("__", "."): v for k, v in extra.items()}
+    if extra.get("model.name", "gpt") != "gpt":  # another model: the GPT's size keys do not apply
+        values = {k: v for k, v in values.items() if not k.startswith("model.")}
+    values.update(extra)
+    return sets_list(values)
+
+
+def sets_list(values: dict[str, object]) -> list[str]:
+    import json
+
+    return [f"{k}={json.dumps(v) if isinstance(v, (str, list)) else str(v).lower() if isinstance(v, bool) else v}"
+            for k, v in values.items()]

@@ -20,9 +20,12 @@ from trainwell.errors import ConfigError, TrainwellError
 
 
 def trainer(recipe: str | Config = "default", overrides: Sequence[str] = (), *, run_dir: str | Path | None = None,
-            resume: str | Path | None = None, branch_from: str | Path | None = None) -> Any:
+            resume: str | Path | None = None, branch_from: str | Path | None = None,
+            chain: tuple[str, ...] = ()) -> Any:
     """A built :class:`~trainwell.engine.trainer.Trainer` for a recipe: call ``.fit(n)`` as often as
-    needed (the state stays in memory), then ``.finish()`` and ``.close()`` (or use it in a ``with``)."""
+    needed (the state stays in memory), then ``.finish()`` and ``.close()`` (or use it in a ``with``).
+    Starting points named ``recipe:NAME`` are trained first (paradigms/stages.py; ``chain``: the stages
+    being trained for this one)."""
     from trainwell.engine.state import has_checkpoints
     from trainwell.engine.trainer import Trainer
     from trainwell.paradigms import build_job
@@ -33,7 +36,7 @@ def trainer(recipe: str | Config = "default", overrides: Sequence[str] = (), *, 
                               "(`trainwell train --nproc N` picks one for you).")
         if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0 and has_checkpoints(Path(run_dir)):
             resume = run_dir  # torchrun restarted the group after a failure: continue where it stopped
-    cfg, target, name = resolve(recipe, overrides, run_dir, resume)
+    cfg, target, name = resolve(recipe, overrides, run_dir, resume, chain)
     if cfg.federated.silos:
         raise ConfigError("a federated run (federated.silos > 0) has no single Trainer: train it with "
                           "trainwell.train() or `trainwell train`; each silo runs its own.")
@@ -42,14 +45,17 @@ def trainer(recipe: str | Config = "default", overrides: Sequence[str] = (), *, 
 
 
 def resolve(recipe: str | Config, overrides: Sequence[str], run_dir: str | Path | None,
-            resume: str | Path | None) -> tuple[Config, Path, str]:
-    """(config, run directory, run name) of a new run, or of the run in ``resume`` to continue."""
+            resume: str | Path | None, chain: tuple[str, ...] = ()) -> tuple[Config, Path, str]:
+    """(config, run directory, run name) of a new run, or of the run in ``resume`` to continue; a new
+    run's starting points named ``recipe:NAME`` are trained first (paradigms/stages.py)."""
     from trainwell.engine.state import new_run_dir
     from trainwell.inference import run_config
+    from trainwell.paradigms.stages import resolve_starting_points
 
     if resume is not None:
         return run_config(Path(resume), overrides), Path(resume), Path(resume).name
     cfg = recipe if isinstance(recipe, Config) else load_config(recipe, list(overrides))
+    cfg = resolve_starting_points(cfg, train, chain)
     name = cfg.run.name or (Path(recipe).stem if isinstance(recipe, str) else "run")
     return cfg, new_run_dir(cfg, str(run_dir) if run_dir else None, name), name
 
@@ -64,7 +70,7 @@ def is_federated(recipe: str | Config, overrides: Sequence[str], resume: str | P
 
 
 def train(recipe: str | Config = "default", overrides: Sequence[str] = (), *, run_dir: str | Path | None = None,
-          resume: str | Path | None = None, branch_from: str | Path | None = None) -> Any:
+          resume: str | Path | None = None, branch_from: str | Path | None = None, chain: tuple[str, ...] = ()) -> Any:
     """Train a recipe (name, .toml path or a Config) and return a RunResult (run_dir, summary, samples).
     With federated.silos > 0 the recipe trains federated, in Flower's simulation runtime."""
     if is_federated(recipe, overrides, resume):
@@ -77,7 +83,7 @@ def train(recipe: str | Config = "default", overrides: Sequence[str] = (), *, ru
         cfg, target, _ = resolve(recipe, overrides, run_dir, resume)
         summary = simulate(cfg, target)
         return RunResult(run_dir=target, summary=summary, samples=summary.pop("samples", []))
-    with trainer(recipe, overrides, run_dir=run_dir, resume=resume, branch_from=branch_from) as t:
+    with trainer(recipe, overrides, run_dir=run_dir, resume=resume, branch_from=branch_from, chain=chain) as t:
         return fit_and_finish(t, None)
 
 

@@ -1,20 +1,11 @@
-"""A tiny pretrained checkpoint that the transfer tests fine-tune."""
+"""The transfer tests' target text and fine-tuning settings (the tiny pretrained checkpoint they start
+from is tests/conftest.py's `pretrained`, shared with the preference tests)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-
-import trainwell
-
-
-@pytest.fixture(scope="session")
-def pretrained(tiny_session, tmp_path_factory) -> Path:
-    """A 2-layer GPT trained 20 steps on stdlib text (the tiny setup): its final checkpoint."""
-    run = tmp_path_factory.mktemp("pre") / "run"
-    trainwell.train("default", tiny_session(eval__samples=0, log__plots=False), run_dir=run)
-    return run / "checkpoints" / "step-20"
 
 
 @pytest.fixture(scope="session")

@@ -103,3 +103,10 @@ def test_import_path_sections_keep_their_keys_and_round_trip():
         "my_pkg.nets:build", 128, ["relu", "tanh"], 0.5)
     assert load_config(text=to_toml(cfg)) == cfg  # config.toml of a run reads back the same
     assert load_config(text=text) != cfg
+
+
+def test_switching_a_variant_with_set_drops_the_recipes_keys_of_the_old_one():
+    cfg = load_config("code_sft", ["model.name=hf_causal", "model.path=/models/gpt2"])
+    assert cfg.model.name == "hf_causal" and cfg.model.path == "/models/gpt2" and not hasattr(cfg.model, "n_layer")
+    with pytest.raises(ConfigError, match="unknown key 'model.n_layer'"):  # a key the user sets is still checked
+        load_config("code_sft", ["model.name=hf_causal", "model.n_layer=2"])

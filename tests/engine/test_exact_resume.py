@@ -50,9 +50,22 @@ CASES = {
                                     "data.update_epochs": 16, "data.eval_episodes": 3, "model.hidden": "[32]",
                                     "data.video": "false"}),
 }
+# preference stages on the tiny rows from the tiny pretrained checkpoint (tests/conftest.py `pref`): row
+# position (sft, reward, dpo with its reference log-probs computed again on resume), and the rollout
+# source (ppo, grpo): prompt position, sampling generator, the rollout buffer and its minibatch epochs
+PREF = {
+    "sft": {"model.dropout": 0.1, "train.grad_accum": 2},
+    "reward": {},
+    "dpo": {"objective.reference": "precompute"},
+    # 4 prompts x 1 completion, 2 epochs of 2 minibatches: 4 optimizer steps per rollout
+    "ppo": {"objective.reward_model": "", "objective.reward_funcs": ["pref_rewards:spaces"], "data.update_epochs": 2,
+            "data.minibatch_size": 2, "train.steps": 160},
+    # 4 prompts x 2 completions, one step per rollout, KL to a frozen reference
+    "grpo": {"objective.reward_funcs": ["pref_rewards:spaces"], "objective.beta": 0.04, "train.steps": 100},
+}
 LOOP = {"train.steps": STEPS, "train.epochs": 0, "train.threads": 1, "checkpoint.every": 7, "eval.every": 50,
         "log.tensorboard": "false", "log.plots": "false"}
-TOTALS = {"ppo": 400, "dqn": 403, "placement": 384}
+TOTALS = {"ppo": 400, "dqn": 403, "placement": 384, "pref-ppo": 160, "pref-grpo": 100}
 
 # the user's own model, data and loss (defined in tests/paradigms/test_byo.py): by import path from
 # a recipe, and as Python objects handed to trainwell.fit() by a script of the user's
@@ -67,11 +80,18 @@ def start(args: list[str]) -> subprocess.Popen:
                             env=ENV)
 
 
-def commands(case: str, tiny, run_dir: Path) -> tuple[list[str], list[str]]:
+def commands(case: str, tiny, run_dir: Path, pref=None) -> tuple[list[str], list[str]]:
     """(start a run in run_dir, resume it): the CLI for recipes, the user's own script for "fit"."""
     if case in SCRIPTS:
         return [*SCRIPTS[case], str(run_dir)], [*SCRIPTS[case], str(run_dir), "--resume"]
-    if case in TEXT:
+    if case.startswith("pref-"):
+        from tinyrun import STAGES
+
+        stage = case[len("pref-"):]
+        extra = {k: {"false": False, "true": True}.get(v, v) if isinstance(v, str) else v
+                 for k, v in {**LOOP, "eval.samples": 0, **PREF[stage]}.items()}
+        recipe, flat = STAGES[stage], pref(stage, **{k.replace(".", "__"): v for k, v in extra.items()})
+    elif case in TEXT:
         recipe, extra = TEXT[case]
         flat = tiny(eval__samples=0, train__steps=STEPS, checkpoint__every=7, eval__every=50,
                     log__tensorboard=False, log__plots=False, **extra)
@@ -97,17 +117,18 @@ def assert_identical(a: dict, b: dict) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", [*TEXT, *CASES, *SCRIPTS])
-def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path, tiny, case):
+@pytest.mark.parametrize("case", [*TEXT, *CASES, *SCRIPTS, *(f"pref-{s}" for s in PREF)])
+def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path, tiny, case, request):
     ref, killed = tmp_path / "ref", tmp_path / "killed"
-    done = subprocess.run([sys.executable, *commands(case, tiny, ref)[0]], capture_output=True, text=True,
+    pref = request.getfixturevalue("pref") if case.startswith("pref-") else None
+    done = subprocess.run([sys.executable, *commands(case, tiny, ref, pref)[0]], capture_output=True, text=True,
                           timeout=600, env=ENV)
     assert done.returncode == 0, done.stderr
 
     rng = random.Random(os.getpid() ^ int(time.time()))
     total = TOTALS.get(case, STEPS)
     kills = 0
-    cmd, resume = commands(case, tiny, killed)
+    cmd, resume = commands(case, tiny, killed, pref)
     for attempt in range(3):
         proc = start(cmd)
         # wait until this attempt has written at least one new checkpoint, then kill at a random instant

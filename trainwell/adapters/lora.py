@@ -12,8 +12,9 @@ LoraConfig) and ``adapter_model.safetensors`` with keys ``base_model.model.<modu
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.nn as nn
@@ -118,3 +119,22 @@ def merge(handle: Any) -> nn.Module:
     """Fold the active adapter into the base weights and remove the LoRA layers (for inference):
     W' = W + (alpha / r) B A. A 4-bit base is dequantized, updated and quantized again."""
     return handle.merge_and_unload()
+
+
+@contextlib.contextmanager
+def adapters_off(model: nn.Module) -> Iterator[None]:
+    """Run ``model`` as its frozen base: every LoRA layer's adapters switched off inside the block
+    (the reference model of DPO/PPO/GRPO with LoRA, without a second copy in memory)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    if not layers:
+        raise ConfigError("the reference 'adapters' needs adapter.method = 'lora' or 'qlora' (the base without "
+                          "its adapters is the reference); use reference 'model' or 'precompute' instead.")
+    for layer in layers:
+        layer.enable_adapters(False)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.enable_adapters(True)

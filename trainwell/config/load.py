@@ -64,9 +64,11 @@ def load_config(recipe: str | None = None, overrides: list[str] | tuple[str, ...
     else:
         where, body = recipe_text(recipe or "default")
         raw = parse_toml(body, where)
+    names = {section: raw.get(section, {}).get("name") for section in VARIANTS if isinstance(raw.get(section), dict)}
     for item in overrides:
         apply_override(raw, item)
     set_keys = frozenset(item.split("=", 1)[0].strip() for item in overrides)
+    drop_switched_keys(raw, names, set_keys)
     cfg = build(Config, raw, "", where, set_keys)
     validate(cfg, where, set_keys)
     return cfg
@@ -79,6 +81,22 @@ def validate(cfg: Config, where: str = "config", set_keys: frozenset[str] = froz
         cfg.check()
     except Invalid as e:
         raise ConfigError(f"{origin(e.key, where, set_keys)}: {e.message}.") from None
+
+
+def drop_switched_keys(raw: dict[str, Any], recipe_names: dict[str, Any], set_keys: frozenset[str]) -> None:
+    """``--set model.name=hf_causal`` on a GPT recipe: the recipe's keys of the old variant that the new
+    one does not have (n_layer, ...) go with it; keys given with --set are still checked."""
+    for section, old in recipe_names.items():
+        table = raw.get(section)
+        new = table.get("name") if isinstance(table, dict) else None
+        if f"{section}.name" not in set_keys or new == old or not isinstance(new, str) or is_import_path(new):
+            continue
+        cls = VARIANTS[section].get(new)
+        if cls is None:
+            continue  # an unknown name: build() says so
+        known = {f.name for f in fields(cls)}
+        for key in [k for k in table if k not in known and f"{section}.{k}" not in set_keys]:
+            del table[key]
 
 
 # --------------------------------------------------------------------------- overrides

@@ -584,17 +584,165 @@ class PythonObjectConfig:
     type: str = opt("", "the object's class or function, module.qualname")
 
 
+# --------------------------------------------------------------------------- learning from preferences
+
+
+@dataclass
+class HFCausalConfig:
+    """A Hugging Face causal language model from a local folder (config.json, model.safetensors, tokenizer)."""
+
+    name: str = opt("hf_causal", "model architecture", choices=("hf_causal",))
+    path: str = opt("", "local folder with config.json, model.safetensors and the tokenizer (nothing is "
+                    "downloaded)")
+    pretrained: bool = opt(True, "load the folder's weights (false: same architecture, random init)")
+
+
+@dataclass
+class CompletionDataConfig:
+    """Rows of prompts (and completions) for SFT, reward modelling, DPO, PPO and GRPO (TRL's columns)."""
+
+    name: str = opt("sft", "data source: sft (prompt, completion), pairs (prompt, chosen, rejected) or prompts "
+                    "(prompt)", choices=("sft", "pairs", "prompts"))
+    path: str = opt("", "JSONL or Parquet file of training rows ('' = built-in code snippets of this Python's "
+                    "standard library)")
+    eval_path: str = opt("", "JSONL or Parquet file of held-out rows ('' = a fixed split of data.path: rows "
+                         "whose prompt hashes into data.eval_fraction)")
+    eval_fraction: float = opt(0.05, "share of rows held out when data.eval_path is not given", min=0.0, max=0.5)
+    rows: int = opt(0, "use only the first N training rows (0 = all)", min=0)
+    context: int = opt(128, "longest prompt + completion in tokens (the model's context when model.context = 0); "
+                       "longer completions are cut, longer prompts are an error", min=2)
+    cache_dir: str = opt("", "cache folder for the built-in snippets (default: $TRAINWELL_CACHE or "
+                         "~/.cache/trainwell)")
+    prompt_chars: int = opt(64, "built-in snippets: longest prompt (a function's first lines) in characters",
+                            min=8)
+    completion_chars: int = opt(64, "built-in snippets: completion length in characters (the code that follows)",
+                                min=1)
+    max_new_tokens: int = opt(64, "tokens each sampled completion gets (rollouts and evaluation samples)", min=1)
+    temperature: float = opt(1.0, "sampling temperature of completions (1 = the policy's own distribution, "
+                             "which is what KL to the reference measures)", min=0.0)
+    top_k: int = opt(0, "sample from the k most likely tokens (0 = all)", min=0)
+    stop: list[str] = opt([], "strings that end a sampled completion (cut before them)")
+    eval_samples: int = opt(4, "held-out prompts whose completions are written to samples/step-N.txt at every "
+                            "evaluation", min=0, trajectory=False)
+
+
+@dataclass
+class SFTDataConfig(CompletionDataConfig):
+    name: str = opt("sft", "data source", choices=("sft",))
+
+
+@dataclass
+class PairDataConfig(CompletionDataConfig):
+    name: str = opt("pairs", "data source", choices=("pairs",))
+
+
+@dataclass
+class PromptDataConfig(CompletionDataConfig):
+    """Prompts only: the policy samples the completions itself (PPO, GRPO)."""
+
+    name: str = opt("prompts", "data source", choices=("prompts",))
+    prompts_per_rollout: int = opt(8, "prompts sampled per rollout", min=1)
+    group_size: int = opt(4, "completions sampled per prompt (GRPO's G; PPO usually 1)", min=1)
+    update_epochs: int = opt(1, "passes over each rollout", min=1)
+    minibatch_size: int = opt(0, "completions per optimizer step (0 = the whole rollout)", min=0)
+    eval_prompts: int = opt(32, "held-out prompts scored at every evaluation (one completion each)", min=1,
+                            trajectory=False)
+    eval_rewards: list[str] = opt([], "extra reward functions scored at evaluation only (never trained on), "
+                                  "logged as val/rewards/<name>", trajectory=False)
+
+
+@dataclass
+class SFTObjectiveConfig:
+    """Supervised fine-tuning: next-token cross-entropy on the completion tokens only."""
+
+    name: str = opt("sft", "objective", choices=("sft",))
+
+
+@dataclass
+class RewardObjectiveConfig:
+    """Bradley-Terry reward model: -log sigmoid(r(x, y_chosen) - r(x, y_rejected))."""
+
+    name: str = opt("reward", "objective", choices=("reward",))
+    center_coef: float = opt(0.0, "reward centring: adds coef * mean((r_chosen + r_rejected)^2), keeping rewards "
+                             "near 0 (Eisenstein et al. 2023; TRL's center_rewards_coefficient, e.g. 0.01)", min=0.0)
+
+
+@dataclass
+class DPOObjectiveConfig:
+    """Direct preference optimisation (Rafailov et al. 2023) and its IPO / hinge variants."""
+
+    name: str = opt("dpo", "objective", choices=("dpo",))
+    beta: float = opt(0.1, "KL strength: the implicit reward is beta * log(pi / pi_ref)", min=0.0)
+    loss_type: str = opt("sigmoid", "sigmoid (DPO), ipo (Azar et al. 2023) or hinge (SLiC, Zhao et al. 2023)",
+                         choices=("sigmoid", "ipo", "hinge"))
+    label_smoothing: float = opt(0.0, "sigmoid: assumed share of flipped labels (conservative DPO)", min=0.0,
+                                 max=0.5)
+    reference: str = opt("precompute", "the frozen reference: precompute (its log-probs of every pair, once, "
+                         "kept in the checkpoint), model (a frozen copy scores each batch) or adapters (lora/qlora: "
+                         "the same model with its adapters off)", choices=("precompute", "model", "adapters"))
+
+
+@dataclass
+class RLObjectiveConfig:
+    """What PPO and GRPO share: the reward, the reference and the clipped ratio."""
+
+    name: str = opt("grpo", "objective", choices=("grpo", "ppo_lm"))
+    reward_model: str = opt("", "reward-model checkpoint, run directory or recipe:NAME scoring each completion")
+    reward_funcs: list[str] = opt([], "reward functions (module:function, or the shipped 'code_valid'), called "
+                                  "as f(prompts=..., completions=..., **columns) -> list of floats, as TRL's "
+                                  "reward_funcs")
+    reward_weights: list[float] = opt([], "weight of each reward (the reward model first, then reward_funcs; "
+                                      "default 1 each)")
+    reference: str = opt("auto", "the frozen reference for the KL term: model (a frozen copy of the starting "
+                         "model), adapters (lora/qlora: adapters off), none, or auto (adapters with LoRA, else "
+                         "model; none when the KL coefficient is 0)", choices=("auto", "model", "adapters", "none"))
+    clip: float = opt(0.2, "clip range of the probability ratio", min=0.0)
+
+
+@dataclass
+class GRPOObjectiveConfig(RLObjectiveConfig):
+    """Group relative policy optimisation (Shao et al. 2024): no critic, advantages within each prompt's group."""
+
+    name: str = opt("grpo", "objective", choices=("grpo",))
+    beta: float = opt(0.0, "weight of the KL(pi || pi_ref) term (k3 estimator per token; 0 = no reference)",
+                      min=0.0)
+    clip_high: float = opt(0.0, "upper clip range (DAPO's clip-higher; 0 = objective.clip)", min=0.0)
+    scale_rewards: str = opt("group", "divide advantages by the group's reward std (group), the batch's (batch), "
+                             "or not at all (none: Dr. GRPO)", choices=("group", "batch", "none"))
+    loss_type: str = opt("token", "average the loss over all completion tokens of the batch (token: DAPO, TRL's "
+                         "default) or per completion first (sequence: the GRPO paper)",
+                         choices=("token", "sequence"))
+
+
+@dataclass
+class PPOLMObjectiveConfig(RLObjectiveConfig):
+    """PPO for language models (Ziegler et al. 2019, Ouyang et al. 2022): a per-token KL penalty to the
+    reference, a value head, GAE over tokens, the reward at the end of the completion."""
+
+    name: str = opt("ppo_lm", "objective", choices=("ppo_lm",))
+    kl_coef: float = opt(0.05, "per-token KL penalty beta: reward_t = -beta * kl_t (+ the reward at the end)",
+                         min=0.0)
+    kl_estimator: str = opt("k1", "per-token KL estimate: k1 = log pi - log pi_ref, k3 = (r - 1) - log r with "
+                            "r = pi_ref / pi (Schulman 2020: unbiased, never negative)", choices=("k1", "k3"))
+    vf_coef: float = opt(0.1, "weight of the value loss", min=0.0)
+    clip_value: float = opt(0.2, "clip range of the value change (0 = no clipping)", min=0.0)
+    gamma: float = opt(1.0, "discount over tokens", min=0.0, max=1.0)
+    lam: float = opt(0.95, "GAE lambda over tokens", min=0.0, max=1.0)
+    whiten_advantages: bool = opt(True, "normalise advantages over each rollout's completion tokens")
+
+
 # Variant sections: the value of `name` picks the dataclass for the rest of the section.
 # New models, data sources and objectives register here; a name with a colon ("my_pkg.nets:build")
 # is the user's own, and its section takes any keys (config/load.py, import_section).
 VARIANTS: dict[str, dict[str, type]] = {
     "data": {"python": PythonObjectConfig, "text": TextDataConfig, "gym": GymDataConfig, "replay": ReplayDataConfig, "sklearn": ArrayDataConfig, "image_folder": ArrayDataConfig,
-             "table": ArrayDataConfig},
+             "table": ArrayDataConfig, "sft": SFTDataConfig, "pairs": PairDataConfig, "prompts": PromptDataConfig},
     "model": {"python": PythonObjectConfig, "actor_critic": ActorCriticConfig, "gpt": GPTConfig, "encoder": EncoderConfig, "mlp": MLPConfig, "cnn": CNNConfig,
-              "realnvp": RealNVPConfig, "embed_cnn": EmbedCNNConfig, "hf": HFConfig},
+              "realnvp": RealNVPConfig, "embed_cnn": EmbedCNNConfig, "hf": HFConfig, "hf_causal": HFCausalConfig},
     "objective": {"python": PythonObjectConfig, "ppo": PPOObjectiveConfig, "dqn": DQNObjectiveConfig, "lm": ObjectiveConfig, "classify": ObjectiveConfig, "regress": ObjectiveConfig,
                   "mlm": MLMObjectiveConfig, "density": DensityObjectiveConfig,
-                  "simclr": SimCLRObjectiveConfig},
+                  "simclr": SimCLRObjectiveConfig, "sft": SFTObjectiveConfig, "reward": RewardObjectiveConfig,
+                  "dpo": DPOObjectiveConfig, "grpo": GRPOObjectiveConfig, "ppo_lm": PPOLMObjectiveConfig},
 }
 
 # Sections and keys that do not change the training trajectory: a run may be resumed with

@@ -44,6 +44,10 @@ def check(cfg: Config) -> None:
     if cfg.data.name in ("gym", "replay"):
         raise ConfigError("distributed training of reinforcement-learning recipes is not supported yet: the "
                           "rollout collector and the replay buffer are not sharded; run them with one process.")
+    if cfg.data.name in ("sft", "pairs", "prompts"):
+        raise ConfigError("distributed training of the preference recipes (SFT, reward model, DPO, PPO, GRPO) is "
+                          "not supported yet: their row batches and rollouts are not split across ranks; run them "
+                          "with one process.")
     if cfg.adapter.method != "none":
         raise ConfigError(f"adapter.method = '{cfg.adapter.method}' is not supported with several processes yet "
                           f"(adapter checkpoints are not sharded); run it with one process.")

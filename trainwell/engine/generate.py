@@ -13,8 +13,9 @@ prefill per ``context // 4`` new tokens at most, and every token is predicted fr
 ``keep`` tokens of history. ``use_cache=False`` applies the same window rule but runs the whole
 window for every token (the reference the cache is tested against, and the bench's baseline).
 
-Models with ``new_cache`` (trainwell's GPT) use the cache; any other causal LM ((B, T) ids ->
-(B, T, V) logits) is run row by row on its whole window per token.
+Models with ``new_cache`` (trainwell's GPT; a Hugging Face causal LM through trainwell/models/hf.py,
+whose cache is its own) use the cache; any other causal LM ((B, T) ids -> (B, T, V) logits) is run
+row by row on its whole window per token.
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ class Job:
     encode: Callable[[str], list[int]] | None = None
     decode: Callable[[list[int]], str] | None = None
     extra_evals: dict[str, list[dict[str, torch.Tensor]]] = field(default_factory=dict)  # name -> batches
+    eval_samples: Callable[[torch.nn.Module], list[str]] | None = None  # (model) -> texts, at every evaluation
 
 
 def total_steps(cfg: Any, job: Job) -> int:

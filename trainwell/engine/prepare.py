@@ -37,12 +37,13 @@ def init_weights(model: torch.nn.Module, path: Path) -> str:
     """
     saved = ckpt.load_entry(path, "model")
     own = model.state_dict()
-    matched = {k: v for k, v in saved.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    matched = match_weights(saved, own)
     if not matched:
         raise CheckpointError(f"train.init_from = {path}: no weight of that checkpoint matches this model's "
                               f"names and shapes; it holds a different architecture.")
     model.load_state_dict(matched, strict=False)
-    skipped = sorted(set(saved) - set(matched))
+    used = {id(v) for v in matched.values()}
+    skipped = sorted(k for k, v in saved.items() if id(v) not in used)
     fresh = sorted(set(own) - set(matched))
     note = f"initialised {len(matched)}/{len(own)} weights from {path}"
     if skipped:
@@ -50,3 +51,22 @@ def init_weights(model: torch.nn.Module, path: Path) -> str:
     if fresh:
         note += f"; {len(fresh)} start fresh (e.g. {fresh[0]})"
     return note
+
+
+def match_weights(saved: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``saved`` weights renamed to ``own``'s names where name and shape fit.
+
+    Names match as they are, or across one wrapping prefix on either side: a reward model or a
+    policy with a value head holds the language model under ``body.`` (trainwell/models/heads.py),
+    so a plain LM checkpoint loads into it and its ``body.*`` weights load into a plain LM. The
+    reading that matches the most weights wins.
+    """
+    def fits(pairs: dict[str, str]) -> dict[str, torch.Tensor]:  # own name -> saved name
+        return {k: saved[s] for k, s in pairs.items() if s in saved and tuple(saved[s].shape) == tuple(own[k].shape)}
+
+    readings = [fits({k: k for k in own})]
+    for prefix in {k.split(".", 1)[0] + "." for k in own if "." in k}:  # own = prefix + saved
+        readings.append(fits({k: k[len(prefix):] for k in own if k.startswith(prefix)}))
+    for prefix in {k.split(".", 1)[0] + "." for k in saved if "." in k}:  # saved = prefix + own
+        readings.append(fits({k: prefix + k for k in own}))
+    return max(readings, key=len)

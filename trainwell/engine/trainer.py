@@ -281,6 +281,12 @@ class Trainer:
             self.loop.best_val, self.loop.best_step = score, step
         for sink in self.sinks:
             sink.log(step, metrics)
+        if self.job.eval_samples is not None and self.strategy.main:  # e.g. completions of held-out prompts
+            texts = self.job.eval_samples(self.job.model)
+            folder = self.run_dir / "samples"
+            folder.mkdir(exist_ok=True)
+            (folder / f"step-{step}.txt").write_text("".join(f"--- sample {i + 1} ---\n{t}\n" for i, t in
+                                                             enumerate(texts)), encoding="utf-8")
         self.progress.message("step {}: {}".format(step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())))
         self.window_start = time.perf_counter()  # evaluation is not training throughput
         return metrics

@@ -198,12 +198,24 @@ class GPT(nn.Module):
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
+    @property
+    def width(self) -> int:
+        return self.tok_emb.weight.shape[1]
+
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """(B, T) token ids -> (B, T, vocab) logits.
 
         With ``cache``: idx are the next T tokens of each row, written at the cache's next slots;
         their keys and values are stored and they attend to every earlier real token of their row.
         """
+        logits = self.lm_head(self.features(idx, cache))
+        if self.softcap:  # c * tanh(logits / c): smoothly bounded to (-c, c)
+            logits = self.softcap * torch.tanh(logits / self.softcap)
+        return logits
+
+    def features(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """(B, T) token ids -> (B, T, width) final hidden states (after the last layer norm): what the
+        output layer reads, and what a reward or value head reads instead (trainwell/models/heads.py)."""
         T = idx.shape[1]
         if cache is None:
             if T > self.context:
@@ -226,10 +238,7 @@ class GPT(nn.Module):
             x = block(x, cache, i)
         if cache is not None:
             cache.advance(T)
-        logits = self.lm_head(self.ln_f(x))
-        if self.softcap:
-            logits = self.softcap * torch.tanh(logits / self.softcap)
-        return logits
+        return self.ln_f(x)
 
     def new_cache(self, batch: int, capacity: int, pad: torch.Tensor) -> KVCache:
         """An empty cache for ``batch`` rows of at most ``capacity`` slots, rows left-padded by ``pad``."""

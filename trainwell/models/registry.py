@@ -18,13 +18,14 @@ from trainwell.models.embed import build_embed_cnn
 from trainwell.models.flow import build_realnvp
 from trainwell.models.actor_critic import build_actor_critic
 from trainwell.models.gpt import build_gpt
-from trainwell.models.hf import build_hf
+from trainwell.models.hf import build_hf, build_hf_causal
 from trainwell.models.mlp import build_cnn, build_mlp
 
 Builder = Callable[..., nn.Module]
 
 MODELS: dict[str, Builder] = {"actor_critic": build_actor_critic, "gpt": build_gpt, "encoder": build_gpt, "mlp": build_mlp, "cnn": build_cnn,
-                              "realnvp": build_realnvp, "embed_cnn": build_embed_cnn, "hf": build_hf}
+                              "realnvp": build_realnvp, "embed_cnn": build_embed_cnn, "hf": build_hf,
+                              "hf_causal": build_hf_causal}
 
 
 def build_model(cfg: Any, **data_facts: Any) -> nn.Module:

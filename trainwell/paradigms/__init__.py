@@ -6,6 +6,8 @@ and imports none of them.
     sklearn, image_folder,    supervised classification/regression; unsupervised density and
     table                     clustering on the same samples (supervised.py, density.py, clustering.py)
     gym, replay               reinforcement learning: PPO rollouts, DQN replay (rl.py)
+    sft, pairs, prompts       learning from preferences on a language model: SFT, reward model, DPO,
+                              PPO, GRPO (preferences.py)
     module:function           the user's own data (custom.py), as are Python objects given to
                               ``trainwell.fit`` (data.name = "python")
 
@@ -30,10 +32,11 @@ _EXTRA: dict[str, Builder] = {}
 def builders() -> dict[str, Builder]:
     """Data section name -> Job builder (modules imported on first use: gymnasium, scikit-learn and
     friends are slow to import, and a run needs one of them)."""
-    from trainwell.paradigms import rl, supervised, text
+    from trainwell.paradigms import preferences, rl, supervised, text
 
     return {"text": text.text_job, "sklearn": supervised.array_job, "image_folder": supervised.array_job,
-            "table": supervised.array_job, "gym": rl.ppo_job, "replay": rl.dqn_job, **_EXTRA}
+            "table": supervised.array_job, "gym": rl.ppo_job, "replay": rl.dqn_job, "sft": preferences.sft_job,
+            "pairs": preferences.pairs_job, "prompts": preferences.prompts_job, **_EXTRA}
 
 
 def register(name: str, builder: Builder) -> None:

@@ -18,7 +18,7 @@ import torch
 
 from trainwell import checkpoint as ckpt
 from trainwell.config.schema import Config, TextDataConfig
-from trainwell.errors import ConfigError, DataError
+from trainwell.errors import CheckpointError, ConfigError, DataError
 
 
 def pretraining_data(init_from: str) -> TextDataConfig | None:
@@ -84,3 +84,34 @@ def replay_split(batch_size: int, fraction: float) -> tuple[int, int]:
                           f"{r} replayed sequences per batch; it must be between 1 and batch_size - 1 — "
                           f"change either.")
     return batch_size - r, r
+
+
+def root_vocabulary(init_from: str, cache_dir: str) -> list[str] | None:
+    """The character vocabulary of the model in checkpoint ``init_from``: that of the text run at the
+    root of its chain of ``train.init_from`` starting points (pretraining -> SFT -> DPO ...: a fine-tuned
+    character model keeps its pretrained ids). None if the chain does not start from a text run."""
+    from trainwell.data.text import load_text
+
+    path, seen = init_from, []
+    while True:
+        if path in seen:
+            raise CheckpointError(f"train.init_from = {init_from}: its chain of starting checkpoints loops at {path}.")
+        if not (Path(path) / "manifest.json").is_file():
+            raise CheckpointError(f"{path} is not a checkpoint folder (no manifest.json)"
+                                  + (f"; {seen[-1]} was trained from it and its vocabulary comes from there"
+                                     if seen else "") + " - pass a checkpoint folder (RUN/checkpoints/step-N).")
+        seen.append(path)
+        saved = ckpt.read_manifest(Path(path)).get("meta", {}).get("config", {})
+        if saved.get("train.init_from"):
+            path = saved["train.init_from"]
+            continue
+        if saved.get("data.name") != "text":
+            return None
+        fields = TextDataConfig.__dataclass_fields__
+        data = TextDataConfig(**{k[5:]: v for k, v in saved.items() if k.startswith("data.") and k[5:] in fields})
+        data.cache_dir = cache_dir
+        try:
+            return load_text(data).vocab
+        except DataError as e:
+            raise DataError(f"the pretraining text of {path} cannot be read again ({e}); the character "
+                            f"vocabulary of train.init_from = {init_from} comes from it.") from None

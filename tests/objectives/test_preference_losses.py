@@ -1,0 +1,125 @@
+"""The preference losses against values computed by hand from their papers' formulas."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from trainwell.objectives.dpo import dpo_loss, dpo_losses
+from trainwell.objectives.grpo import grpo_loss, group_advantages, k3
+from trainwell.objectives.ppo_lm import kl_per_token, token_gae, token_rewards, whiten
+from trainwell.objectives.reward import bradley_terry, reward_loss
+from trainwell.objectives.sft import sft_loss
+
+
+def logsig(x: float) -> float:
+    return -math.log1p(math.exp(-x))
+
+
+class Fixed(torch.nn.Module):
+    """A 'model' whose next-token distribution is the same at every position: p = softmax(logits)."""
+
+    def __init__(self, logits: list[float]):
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.tensor(logits))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(*ids.shape, -1)
+
+
+def test_bradley_terry_and_centring():
+    loss, m = bradley_terry(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]), center_coef=0.1)
+    # mean(-log s(1), -log s(-1)) + 0.1 * mean((1 + 0)^2, (0 + 1)^2)
+    assert loss.item() == pytest.approx((-logsig(1) - logsig(-1)) / 2 + 0.1)
+    assert m["accuracy"].item() == 0.5 and m["margin"].item() == 0.0
+
+
+def test_reward_model_reads_the_score_at_each_rows_last_token():
+    class Positions(torch.nn.Module):  # score at position t = t (so the last real token's index is read)
+        def forward(self, ids):
+            return torch.arange(ids.shape[1], dtype=torch.float32).expand(ids.shape)
+
+    ids = torch.zeros(4, 6, dtype=torch.long)
+    out = reward_loss(Positions(), {"ids": ids, "lengths": torch.tensor([6, 3, 2, 5])})
+    # chosen rewards 5, 2; rejected 1, 4
+    assert out.loss.item() == pytest.approx((-logsig(4) - logsig(-2)) / 2)
+    assert out.metrics["rewards/chosen"].item() == 3.5 and out.units == 2
+
+
+def test_dpo_variants_by_hand():
+    pc, pr, rc, rr = (torch.tensor([v]) for v in (-1.0, -3.0, -2.0, -2.0))  # h = (-1 + 2) - (-3 + 2) = 2
+    assert dpo_losses(pc, pr, rc, rr, beta=0.5).item() == pytest.approx(-logsig(1.0))
+    assert dpo_losses(pc, pr, rc, rr, beta=0.5, label_smoothing=0.1).item() == pytest.approx(
+        -0.9 * logsig(1.0) - 0.1 * logsig(-1.0))
+    assert dpo_losses(pc, pr, rc, rr, beta=0.5, loss_type="ipo").item() == pytest.approx((2 - 1) ** 2)
+    assert dpo_losses(pc, pr, rc, rr, beta=0.25, loss_type="hinge").item() == pytest.approx(1 - 0.5)
+
+
+def test_dpo_counts_only_completion_tokens_and_reports_implicit_rewards():
+    model = Fixed([0.0, math.log(3.0)])  # p(token 1) = 3/4, p(token 0) = 1/4 at every position
+    ids = torch.tensor([[0, 0, 1, 1, 0], [0, 0, 0, 0, 0]])  # a chosen row, then a rejected row
+    mask = torch.tensor([[0, 0, 1, 1, 0], [0, 0, 1, 1, 1]], dtype=torch.bool)  # completions: 2 and 3 tokens
+    batch = {"ids": ids, "mask": mask, "ref_logp": torch.tensor([-1.0, -2.0])}
+    out = dpo_loss(model, batch, beta=0.1)
+    pc, pr = 2 * math.log(0.75), 3 * math.log(0.25)  # the prompt tokens never count
+    h = (pc + 1.0) - (pr + 2.0)
+    assert out.loss.item() == pytest.approx(-logsig(0.1 * h), rel=1e-5)
+    assert out.metrics["logps/chosen"].item() == pytest.approx(pc, rel=1e-5)
+    assert out.metrics["rewards/margins"].item() == pytest.approx(0.1 * h, rel=1e-5)
+    assert out.metrics["rewards/accuracies"].item() == 1.0
+    # a reference model instead of precomputed log-probs: the same numbers
+    ref = Fixed([0.0, 0.0])
+    via_model = dpo_loss(model, {"ids": ids, "mask": mask}, beta=0.1,
+                         reference=lambda b: (torch.log_softmax(ref(b["ids"][:, :-1]), -1)
+                                              .gather(-1, b["ids"][:, 1:, None]).squeeze(-1) * b["mask"][:, 1:]).sum(-1))
+    expected = -logsig(0.1 * ((pc - 2 * math.log(0.5)) - (pr - 3 * math.log(0.5))))
+    assert via_model.loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_sft_loss_ignores_the_prompt():
+    model = Fixed([5.0, 0.0])  # predicts token 0 with p = e^5 / (e^5 + 1)
+    ids = torch.tensor([[1, 1, 1, 0, 0]])
+    mask = torch.tensor([[0, 0, 0, 1, 1]], dtype=torch.bool)  # only the two 0s are targets
+    out = sft_loss(model, {"ids": ids, "mask": mask})
+    assert out.loss.item() == pytest.approx(-math.log(math.exp(5) / (math.exp(5) + 1)), rel=1e-5)
+    assert out.units == 2 and out.metrics["mean_token_accuracy"].item() == 1.0
+
+
+def test_group_advantages_and_k3():
+    adv = group_advantages(torch.tensor([1.0, 0.0, 0.5, 0.5]), group_size=2)
+    s = math.sqrt(0.5)  # unbiased std of (1, 0)
+    assert adv.tolist() == pytest.approx([0.5 / (s + 1e-4), -0.5 / (s + 1e-4), 0.0, 0.0])
+    assert group_advantages(torch.tensor([1.0, 0.0]), 2, scale="none").tolist() == [0.5, -0.5]
+    # k3 at p = 1/2, p_ref = 1/4: r = 1/2, (r - 1) - log r
+    assert k3(torch.tensor(math.log(0.5)), torch.tensor(math.log(0.25))).item() == pytest.approx(-0.5 + math.log(2))
+    assert kl_per_token(torch.tensor(-1.0), torch.tensor(-3.0), "k1").item() == 2.0
+
+
+def test_grpo_token_and_sequence_averages_differ_by_completion_length():
+    model = Fixed([0.0, 0.0])
+    ids = torch.zeros(2, 4, dtype=torch.long)
+    mask = torch.tensor([[0, 1, 1, 1], [0, 0, 0, 1]], dtype=torch.bool)  # 3 and 1 completion tokens
+    batch = {"ids": ids, "mask": mask, "adv": torch.tensor([1.0, -1.0])}
+    # on-policy (ratio 1): per-token loss = -A; token mean (3 * -1 + 1 * 1) / 4, sequence mean (-1 + 1) / 2
+    assert grpo_loss(model, batch).loss.item() == pytest.approx(-0.5)
+    assert grpo_loss(model, batch, loss_type="sequence").loss.item() == pytest.approx(0.0)
+    # off-policy: old log-probs lower by 1 nat -> ratio e > 1.2 is clipped for the positive advantage
+    old = torch.full((2, 3), math.log(0.5) - 1.0)
+    out = grpo_loss(model, {**batch, "old_logp": old}, clip=0.2)
+    assert out.loss.item() == pytest.approx((3 * -1.2 + 1 * math.e) / 4, rel=1e-5)
+    assert out.metrics["clip_ratio/high_mean"].item() == pytest.approx(0.75)
+
+
+def test_ppo_token_rewards_and_gae_by_hand():
+    mask = torch.tensor([[0.0, 1.0, 1.0, 0.0]])
+    r = token_rewards(torch.tensor([[0.1, 0.2, 0.3, 0.4]]) * mask, mask, torch.tensor([2.0]), kl_coef=0.5)
+    assert r.tolist()[0] == pytest.approx([0.0, -0.1, -0.15 + 2.0, 0.0])
+    values = torch.tensor([[9.0, 0.5, 0.2, 9.0]])  # outside the completion they must not matter
+    adv, ret = token_gae(torch.tensor([[0.0, 0.0, 1.0, 0.0]]), values, mask, gamma=1.0, lam=0.5)
+    # t=2: delta = 1 - 0.2 = 0.8; t=1: delta = 0 + 0.2 - 0.5 = -0.3, A = -0.3 + 0.5 * 0.8 = 0.1
+    assert adv.tolist()[0] == pytest.approx([0.0, 0.1, 0.8, 0.0])
+    assert ret.tolist()[0] == pytest.approx([0.0, 0.6, 1.0, 0.0])
+    w = whiten(torch.tensor([[5.0, 1.0, 3.0]]), torch.tensor([[0.0, 1.0, 1.0]]))
+    assert w.tolist()[0] == pytest.approx([0.0, -1.0, 1.0], abs=1e-4)

@@ -1,0 +1,61 @@
+"""Direct preference optimisation (Rafailov et al. 2023, eq. 7) and two variants on the same
+implicit reward h = [log pi(y_w) - log pi_ref(y_w)] - [log pi(y_l) - log pi_ref(y_l)]:
+
+    sigmoid  -log sigmoid(beta h)  (with label smoothing e: -(1-e) log sigmoid(beta h) - e log sigmoid(-beta h))
+    ipo      (h - 1 / (2 beta))^2  on length-averaged log-probs (Azar et al. 2023, eq. 17; as TRL)
+    hinge    max(0, 1 - beta h)    (SLiC-HF, Zhao et al. 2023)
+
+The reference log-probs come in the batch (precomputed once) or from ``reference(batch)`` (a
+frozen model, or the same model with its LoRA adapters off).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from trainwell.objectives.base import LossOutput
+from trainwell.objectives.sequence import shifted, token_logps
+
+
+def dpo_losses(pi_chosen: torch.Tensor, pi_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+               ref_rejected: torch.Tensor, *, beta: float, loss_type: str = "sigmoid",
+               label_smoothing: float = 0.0) -> torch.Tensor:
+    """(B,) sequence log-probs of each side under the policy and the reference -> (B,) losses."""
+    h = (pi_chosen - ref_chosen) - (pi_rejected - ref_rejected)
+    if loss_type == "sigmoid":
+        return -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
+    if loss_type == "ipo":
+        return (h - 1 / (2 * beta)) ** 2
+    if loss_type == "hinge":
+        return torch.relu(1 - beta * h)
+    raise ValueError(f"unknown DPO loss_type {loss_type!r}")
+
+
+def dpo_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], *, beta: float, loss_type: str = "sigmoid",
+             label_smoothing: float = 0.0,
+             reference: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None) -> LossOutput:
+    """``batch``: ids/mask (2B, T), the B chosen rows then the B rejected rows, and ``ref_logp`` (2B,)
+    unless ``reference`` computes it."""
+    inputs, targets, m = shifted(batch["ids"], batch["mask"])
+    logp = (token_logps(model(inputs), targets) * m).sum(-1)  # (2B,)
+    if "ref_logp" in batch:
+        ref = batch["ref_logp"]
+    else:
+        with torch.no_grad():
+            ref = reference(batch)  # type: ignore[misc]
+    if loss_type == "ipo":  # IPO on length-averaged log-probs
+        count = m.sum(-1).clamp_min(1)
+        logp, ref = logp / count, ref / count
+    pi_c, pi_r = logp.chunk(2)
+    ref_c, ref_r = ref.float().chunk(2)
+    loss = dpo_losses(pi_c, pi_r, ref_c, ref_r, beta=beta, loss_type=loss_type,
+                      label_smoothing=label_smoothing).mean()
+    with torch.no_grad():
+        r_c, r_r = beta * (pi_c - ref_c), beta * (pi_r - ref_r)  # the implicit rewards
+        metrics = {"rewards/chosen": r_c.mean(), "rewards/rejected": r_r.mean(),
+                   "rewards/accuracies": (r_c > r_r).float().mean(), "rewards/margins": (r_c - r_r).mean(),
+                   "logps/chosen": pi_c.mean(), "logps/rejected": pi_r.mean()}
+    return LossOutput(loss=loss, units=len(pi_c), metrics=metrics, processed=int(batch["ids"].numel()))
