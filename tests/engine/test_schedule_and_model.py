@@ -41,6 +41,8 @@ def test_speedrun_model_options():
                  tie_embeddings=False, mlp_ratio=2)
     logits = m(torch.randint(0, 50, (2, 16)))
     assert logits.shape == (2, 16, 50) and logits.abs().max() <= 5.0  # soft-capped
+    ids = torch.randint(0, 50, (2, 16))
+    assert torch.equal(m.lm_head(m.features(ids)), m(ids))  # also for heads that call lm_head themselves
     assert m.blocks[0].mlp.fc.out_features == 64 and not m.blocks[0].attn.proj.weight.any()
     assert m.lm_head.weight is not m.tok_emb.weight
     # a plain model's parameter names (what checkpoints hold) do not change with the norm kind

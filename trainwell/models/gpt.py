@@ -12,6 +12,7 @@ tokens of a batch of sequences whose earlier keys and values are held in a
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -50,6 +51,11 @@ def norm(cfg: GPTConfig) -> nn.Module:
 
 def relu2(x: torch.Tensor) -> torch.Tensor:
     return F.relu(x).square()
+
+
+def softcap(module: nn.Module, args: object, logits: torch.Tensor, *, cap: float) -> torch.Tensor:
+    """c * tanh(logits / c): logits bounded smoothly to (-c, c) (a forward hook on the output layer)."""
+    return cap * torch.tanh(logits / cap)
 
 
 def dropout(p: float) -> nn.Module:
@@ -178,7 +184,10 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(cfg.n_embd, vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
-        self.softcap = cfg.logit_softcap
+        if cfg.logit_softcap:
+            # on the output layer itself, so every caller of lm_head (a policy with a value head reads
+            # features() and calls lm_head, trainwell/models/heads.py) gets the same capped logits
+            self.lm_head.register_forward_hook(partial(softcap, cap=cfg.logit_softcap))
         self.apply(self._init)
         # GPT-2: scale residual projections by 1/sqrt(2 * layers) so the stream's variance
         # does not grow with depth (or start them at zero: each block begins as the identity).
@@ -208,14 +217,16 @@ class GPT(nn.Module):
         With ``cache``: idx are the next T tokens of each row, written at the cache's next slots;
         their keys and values are stored and they attend to every earlier real token of their row.
         """
-        logits = self.lm_head(self.features(idx, cache))
-        if self.softcap:  # c * tanh(logits / c): smoothly bounded to (-c, c)
-            logits = self.softcap * torch.tanh(logits / self.softcap)
-        return logits
+        # the private body, not features(): FSDP2 wraps every public method (distributed/parallel.py,
+        # model_methods) and would reshard the output layer's weight when features() returns
+        return self.lm_head(self._features(idx, cache))
 
     def features(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """(B, T) token ids -> (B, T, width) final hidden states (after the last layer norm): what the
         output layer reads, and what a reward or value head reads instead (trainwell/models/heads.py)."""
+        return self._features(idx, cache)
+
+    def _features(self, idx: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
         T = idx.shape[1]
         if cache is None:
             if T > self.context:
