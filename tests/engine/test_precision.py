@@ -19,7 +19,7 @@ CPU = torch.device("cpu")
 
 
 @pytest.fixture
-def fake_probe(tmp_path, monkeypatch):
+def fake_probe(tmp_path, monkeypatch, auto_precision):
     """Replace the timed probe by a fake with a given bf16 speed; counts its calls."""
     monkeypatch.setenv("TRAINWELL_CACHE", str(tmp_path / "cache"))
     calls = []

@@ -85,10 +85,11 @@ def choose_precision(cfg: Any, model: torch.nn.Module, device: torch.device, *,
         return asked, "set by train.precision"
     if previous in ("fp32", "bf16"):
         return previous, "auto, kept from the start of this run (resuming)"
-    return _auto(cfg, model, device)
+    return decide_auto(cfg, model, device)
 
 
-def _auto(cfg: Any, model: torch.nn.Module, device: torch.device) -> tuple[str, str]:
+def decide_auto(cfg: Any, model: torch.nn.Module, device: torch.device) -> tuple[str, str]:
+    """What "auto" resolves to on ``device`` for ``model``, and why."""
     if device.type == "cuda":
         if torch.cuda.is_bf16_supported(including_emulation=False):
             return "bf16", f"auto: {torch.cuda.get_device_name(device)} has native bf16"
