@@ -18,6 +18,8 @@ helped or hurt by them. Prints the wall times, the val losses and the ratio trai
 (train.py's wall; its data preparation is shown apart and not counted).
 
     python bench/time_to_quality.py [--seeds 3] [--set KEY=VALUE ...]   (extra --set go to trainwell)
+    python bench/time_to_quality.py --smoke    (checks the script end to end in ~1 min: nanoGPT 50
+                                                iterations, trainwell 10 steps, 1 seed; its numbers mean nothing)
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ from common import SHAKESPEARE, SHARED, env_note, timed_process, trainwell_cmd  
 NANOGPT = SHARED / "peers" / "nanoGPT"
 RECIPE = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=False", "--eval_iters=20",
           "--log_interval=1", "--block_size=64", "--batch_size=12", "--n_layer=4", "--n_head=4",
-          "--n_embd=128", "--max_iters=2000", "--lr_decay_iters=2000", "--dropout=0.0"]
+          "--n_embd=128", "--dropout=0.0"]
+ITERS = 2000  # --max_iters and --lr_decay_iters of the README's CPU recipe
 TARGET = 0.25  # trainwell's wall time / nanoGPT's, at a val loss no worse than nanoGPT's
 
 
@@ -52,17 +55,20 @@ def openmp_env() -> dict[str, str]:
     return env
 
 
-def run_nanogpt(tmp: Path, env: dict[str, str]) -> tuple[float, float, float]:
+def run_nanogpt(tmp: Path, env: dict[str, str], iters: int = ITERS) -> tuple[float, float, float]:
     """(prepare seconds, train seconds, final val loss) of nanoGPT's README CPU recipe."""
     work = tmp / "nanoGPT"
     shutil.copytree(NANOGPT, work, ignore=shutil.ignore_patterns("out-*", "*.bin", "*.pkl", "input.txt"))
     data = work / "data" / "shakespeare_char"
     shutil.copyfile(SHAKESPEARE, data / "input.txt")
     prep_s, _ = timed_process([sys.executable, "prepare.py"], cwd=data, env=env)
-    train_s, out = timed_process([sys.executable, "train.py", *RECIPE], cwd=work, env=env)
+    extra = [f"--max_iters={iters}", f"--lr_decay_iters={iters}"]
+    if iters != ITERS:
+        extra += [f"--eval_interval={iters}", f"--warmup_iters={min(100, iters // 2)}"]
+    train_s, out = timed_process([sys.executable, "train.py", *RECIPE, *extra], cwd=work, env=env)
     finals = re.findall(r"step (\d+): train loss ([\d.]+), val loss ([\d.]+)", out.stdout)
-    if not finals or finals[-1][0] != "2000":
-        sys.exit(f"nanoGPT did not report its loss at step 2000:\n{out.stdout[-2000:]}")
+    if not finals or finals[-1][0] != str(iters):
+        sys.exit(f"nanoGPT did not report its loss at step {iters}:\n{out.stdout[-2000:]}")
     return prep_s, train_s, float(finals[-1][2])
 
 
@@ -70,12 +76,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--set", action="append", default=[], dest="sets", help="extra trainwell --set overrides")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks that the script runs, nothing more")
     args = ap.parse_args()
+    iters = ITERS
+    if args.smoke:
+        iters, args.seeds, args.sets = 50, 1, ["train.steps=10", *args.sets]
     tmp = Path(tempfile.mkdtemp(prefix="bench-ttq-"))
     env = openmp_env()
     print(env_note(), f"load average {os.getloadavg()[0]:.2f}; GOMP_SPINCOUNT={env.get('GOMP_SPINCOUNT')}")
 
-    prep_s, nano_s, nano_val = run_nanogpt(tmp, env)
+    prep_s, nano_s, nano_val = run_nanogpt(tmp, env, iters)
     print(f"nanoGPT: prepare.py {prep_s:.1f} s, train.py {nano_s:.1f} s wall, final val loss {nano_val:.4f}")
 
     tw_env = {**env, "TRAINWELL_CACHE": str(tmp / "trainwell-cache")}
@@ -99,11 +109,13 @@ def main() -> None:
           f"{statistics.mean(losses):.4f}, max {max(losses):.4f} ({'all' if ok else 'NOT all'} <= nanoGPT's "
           f"{nano_val:.4f})")
     print(f"ratio trainwell / nanoGPT wall (same invocation): {med / nano_s:.3f}  (target <= {TARGET})")
-    wall, _, s = rows[0]
-    other = s["wall_seconds"] - s["train_seconds"] - s["time_to_first_step_s"]
-    print(f"where the time goes (seed 1337): run start -> first step {s['time_to_first_step_s']:.1f} s, training "
-          f"steps {s['train_seconds']:.1f} s, eval/checkpoints/sample/plots {other:.1f} s, interpreter start, "
-          f"imports, CLI and exit outside the run {wall - s['wall_seconds']:.1f} s")
+    for (wall, _, s), seed in zip(rows, range(1337, 1337 + len(rows))):
+        # time_to_first_step_s ends after the first step, which train_seconds counts too
+        setup = s["time_to_first_step_s"] - s["train_seconds"] / max(1, s["steps"])
+        other = s["wall_seconds"] - s["train_seconds"] - setup
+        print(f"where the time goes (seed {seed}): build (data, model, precision and peak probes, memory check) "
+              f"~{setup:.1f} s, training steps {s['train_seconds']:.1f} s, eval/checkpoints/sample/plots "
+              f"~{other:.1f} s, interpreter start, imports, CLI and exit outside the run {wall - s['wall_seconds']:.1f} s")
 
 
 if __name__ == "__main__":
