@@ -26,14 +26,20 @@ _applied: dict[str, str] = {}
 _late = False
 
 
+MARK = "TRAINWELL_OMP_APPLIED"  # set with the default, so child processes (torchrun's ranks) know whose it is
+
+
 def apply_defaults() -> None:
     global _late
+    if os.environ.get(MARK) == os.environ.get("GOMP_SPINCOUNT") == SPINCOUNT:  # a parent trainwell set it
+        _applied["GOMP_SPINCOUNT"] = SPINCOUNT
+        return
     if any(k in os.environ for k in OWN_KEYS) or os.environ.get("TRAINWELL_OMP_DEFAULTS") == "0":
         return
     if "torch" in sys.modules:
         _late = True  # OpenMP already read its settings
         return
-    os.environ["GOMP_SPINCOUNT"] = SPINCOUNT
+    os.environ["GOMP_SPINCOUNT"] = os.environ[MARK] = SPINCOUNT
     _applied["GOMP_SPINCOUNT"] = SPINCOUNT
 
 
