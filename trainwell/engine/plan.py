@@ -196,15 +196,17 @@ class Built:
 
 
 @contextlib.contextmanager
-def build_guard(cfg: Config, device: torch.device) -> Iterator[Built]:
+def build_guard(cfg: Config, device: torch.device, built: Built | None = None) -> Iterator[Built]:
     """Stop building the Job (model and data) and its adapters as soon as their tensors exceed the
     free memory, before the weights are written (``torch.empty`` reserves them, the initialiser would
     touch them). Yields the resident memory before and after, for :func:`admit`.
 
     The tensors a build allocates are counted as they are made; numpy arrays of the data are not
-    (a file's contents fit once they are read).
+    (a file's contents fit once they are read). ``built``: the record of an earlier part of the same
+    build, continued (the Trainer times the precision probe between two parts: outside the counting,
+    which would slow every operator it times).
     """
-    built = Built(rss_before=rss_bytes())
+    built = built or Built(rss_before=rss_bytes())
     host = host_free()
     budgets = {"cpu": max(0, host.bytes // local_processes())}
     if device.type == "cuda":
@@ -323,9 +325,10 @@ def plan_run(cfg: Config, build: Callable[[Config, torch.device], Job], device: 
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
-    with build_guard(cfg, device):
+    with build_guard(cfg, device) as built:
         job = build(cfg, device)
-        precision = Precision(choose_precision(cfg, job.model, device)[0], device)  # "auto" as the Trainer decides
+    precision = Precision(choose_precision(cfg, job.model, device)[0], device)  # "auto" as the Trainer decides
+    with build_guard(cfg, device, built):
         adapted, notes = prepare_model(cfg, job.model, precision.dtype)
     if cfg.train.activation_checkpointing:
         apply_activation_checkpointing(job.model, cfg.train.activation_checkpointing)

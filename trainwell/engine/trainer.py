@@ -92,12 +92,13 @@ class Trainer:
         seed_everything(cfg.train.seed)
         with build_guard(cfg, self.device) as built:  # weights that cannot fit stop the build before they are written
             self.job = job = self.build(cfg, self.device)  # model + source + objective + evaluation
-            # "auto": bf16 only where measured faster; decided once, by rank 0 for every rank; a resumed
-            # run keeps the precision it started with (engine/precision.py)
-            previous = recorded_precision(self.run_dir) if resume else None
-            name, self.precision_reason = s.agree(
-                lambda: choose_precision(cfg, job.model, self.device, previous=previous), "choosing the precision")
-            self.precision = Precision(name, self.device)
+        # "auto": bf16 only where measured faster (a probe of the model's shapes); decided once, by rank 0
+        # for every rank; a resumed run keeps the precision it started with (engine/precision.py)
+        previous = recorded_precision(self.run_dir) if resume else None
+        name, self.precision_reason = s.agree(
+            lambda: choose_precision(cfg, job.model, self.device, previous=previous), "choosing the precision")
+        self.precision = Precision(name, self.device)
+        with build_guard(cfg, self.device, built):
             # pretrained weights, then full fine-tuning / freezing / LoRA / QLoRA (trainwell/adapters)
             self.adapted, self.notes = prepare_model(cfg, job.model, self.precision.dtype)
         job.facts.update(self.adapted.facts())
