@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+# ../shared next to the checkout (or next to a folder of worktrees holding it)
+SHARED = next((p / "shared" for p in ROOT.parents if (p / "shared" / "data").is_dir()), ROOT.parent / "shared")
+SHAKESPEARE = SHARED / "data" / "tinyshakespeare.txt"
 
 
 def timed_process(args: list[str], **kw) -> tuple[float, subprocess.CompletedProcess]:

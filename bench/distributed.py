@@ -57,7 +57,7 @@ def worker(strategy: str, steps: int, precision: str, out: Path) -> None:
     torch.manual_seed(0)
     vocab, T, B = 100, cfg.data.context, cfg.train.batch_size // world.size  # the recipe's global batch
     model = build_model(cfg.model, vocab_size=vocab, context=T)
-    step_model = parallelize(model, cfg, world)
+    step_model = parallelize(model, cfg, world, precision)
     opt = build_optimizer(model, cfg.optim, torch.device("cpu"))
     prec = Precision(precision, torch.device("cpu"))
     x = torch.randint(vocab, (B, T + 1))

@@ -48,14 +48,14 @@ def baseline_arm(steps: int) -> float:
     from trainwell.paradigms import build_job
     from trainwell.engine.trainer import seed_everything
     from trainwell.engine.optim import build_optimizer, lr_factor
-    from trainwell.engine.precision import Precision
+    from trainwell.engine.precision import Precision, choose_precision
 
     cfg = load_config("default", [f"train.steps={steps}"])
     seed_everything(cfg.train.seed)
     device = torch.device("cpu")
     job = build_job(cfg, device)  # same model init, same batches (same seed) as the trainwell arm
     opt = build_optimizer(job.model, cfg.optim, device)
-    prec = Precision(cfg.train.precision, device)
+    prec = Precision(choose_precision(cfg, job.model, device)[0], device)
     source = job.source
 
     def batches():

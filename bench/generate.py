@@ -19,6 +19,7 @@ import statistics
 import sys
 import time
 
+import trainwell  # noqa: F401  (first: its OpenMP defaults must be set before torch loads)
 import torch
 
 

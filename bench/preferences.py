@@ -268,7 +268,7 @@ def main() -> None:
     ap.add_argument("--size", choices=("default", "small"), default="default",
                     help="default: the recipes' GPT (4 layers x 128); small: 2 layers x 64 (an eighth of the compute)")
     ap.add_argument("--pretrain-steps", type=int, default=0, help="steps of the `default` pretraining (0 = the "
-                    "recipe's 1,800)")
+                    "recipe's 650)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per process (0 = torch's default)")
     ap.add_argument("--quick", action="store_true", help="a 2 x 32 model and a tenth of the steps: checks the "
                     "pipeline in minutes; its numbers mean nothing")

@@ -23,7 +23,7 @@ def main() -> None:
     from trainwell.config import load_config
     from trainwell.paradigms import build_job
     from trainwell.engine.optim import build_optimizer
-    from trainwell.engine.precision import Precision
+    from trainwell.engine.precision import Precision, choose_precision
 
     args = sys.argv[1:]
     recipe = args.pop(0) if args and not args[0].startswith("--") else "shakespeare_char"
@@ -34,7 +34,7 @@ def main() -> None:
     device = torch.device("cpu")
     job = build_job(cfg, device)
     opt = build_optimizer(job.model, cfg.optim, device)
-    prec = Precision(cfg.train.precision, device)
+    prec = Precision(choose_precision(cfg, job.model, device)[0], device)
 
     def batches():
         while True:
@@ -45,7 +45,7 @@ def main() -> None:
     hand_loop(job.model, opt, it, 5, lambda s: cfg.optim.lr, prec.autocast)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         hand_loop(job.model, opt, it, 10, lambda s: cfg.optim.lr, prec.autocast)
-    print(f"recipe {recipe}, precision {cfg.train.precision}, batch {cfg.train.batch_size} x {cfg.data.context}")
+    print(f"recipe {recipe}, precision {prec.name}, batch {cfg.train.batch_size} x {cfg.data.context}")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 
 

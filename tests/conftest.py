@@ -15,6 +15,31 @@ from tinyrun import pref_rows, pref_sets, tiny_sets  # noqa: E402  (tests/ is on
 os.environ.setdefault("TRAINWELL_CACHE", tempfile.mkdtemp(prefix="trainwell-cache-"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _auto_precision_is_fp32_in_tests():
+    """train.precision = "auto" resolves to fp32 in this process: the real probe picks bf16 on some
+    CPUs (AMX) and fp32 on others (AVX2 only), and no test may depend on the CPU it runs on. Tests of
+    the choice itself restore the real decision with the ``auto_precision`` fixture."""
+    from trainwell.engine import precision
+
+    _REAL_AUTO.append(precision.decide_auto)
+    patch = pytest.MonkeyPatch()
+    patch.setattr(precision, "decide_auto", lambda cfg, model, device: ("fp32", "auto: fp32 (the tests' fixed choice)"))
+    yield
+    patch.undo()
+
+
+_REAL_AUTO: list = []
+
+
+@pytest.fixture
+def auto_precision(monkeypatch):
+    """The real "auto" decision (probe, cache, margins) for this test."""
+    from trainwell.engine import precision
+
+    monkeypatch.setattr(precision, "decide_auto", _REAL_AUTO[0])
+
+
 @pytest.fixture(scope="session")
 def tiny_text(tmp_path_factory) -> Path:
     """~40 KB of real text: a few standard-library modules' source."""

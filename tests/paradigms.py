@@ -12,7 +12,8 @@ from unittest import mock
 
 from tinyrun import tiny_sets
 
-_QUIET = ["log.progress='off'", "log.tensorboard=false", "train.threads=1"]
+# fp32: "auto" would pick bf16 on some CPUs and fp32 on others, and tests must not depend on the CPU
+_QUIET = ["log.progress='off'", "log.tensorboard=false", "train.threads=1", "train.precision='fp32'"]
 _RL = ["eval.stop_metric=''", "data.eval_episodes=2"]
 
 

@@ -6,7 +6,11 @@
 
 from typing import Any
 
-from trainwell.version import __version__
+from trainwell.threads import apply_defaults as _apply_thread_defaults
+
+_apply_thread_defaults()  # OpenMP settings that share cores gracefully; must run before torch loads
+
+from trainwell.version import __version__  # noqa: E402
 
 __all__ = ["train", "trainer", "fit", "plan", "generate", "evaluate", "load_config", "LossOutput"]
 

@@ -12,7 +12,7 @@ import torch
 from trainwell import checkpoint as ckpt
 from trainwell.config import Config, load_config
 from trainwell.engine.job import Job, evaluate
-from trainwell.engine.precision import Precision
+from trainwell.engine.precision import Precision, choose_precision, recorded_precision
 from trainwell.engine.prepare import prepare_model
 from trainwell.engine.restore import check_model_fits, newest_valid
 from trainwell.engine.trainer import pick_device
@@ -48,7 +48,7 @@ def load_for_inference(run_dir: Path, checkpoint: str | None = None, *, merge: b
     device = pick_device(cfg.train.device)
     job = build_job(cfg, device)
     path = pick_checkpoint(run_dir, checkpoint)
-    adapted, _ = prepare_model(cfg, job.model, Precision(cfg.train.precision, device).dtype)
+    adapted, _ = prepare_model(cfg, job.model, run_precision(cfg, job, run_dir, device).dtype)
     check_model_fits(path, adapted)
     adapted.load_state_dict(ckpt.load_entry(path, "model", verified=True))  # pick_checkpoint verified it
     if merge:
@@ -63,10 +63,16 @@ def load_for_inference(run_dir: Path, checkpoint: str | None = None, *, merge: b
     return cfg, job, path, device
 
 
+def run_precision(cfg: Config, job: Job, run_dir: Path, device: torch.device) -> Precision:
+    """The precision the run trained with: "auto" as its meta.json recorded it at the start (a run
+    written before precisions were recorded: decided as on this machine)."""
+    return Precision(choose_precision(cfg, job.model, device, previous=recorded_precision(run_dir))[0], device)
+
+
 def eval_checkpoint(run_dir: Path, checkpoint: str | None = None, *, merge: bool = False) -> dict[str, Any]:
     cfg, job, path, device = load_for_inference(run_dir, checkpoint, merge=merge)
     t0 = time.perf_counter()
-    metrics = evaluate(job, device, Precision(cfg.train.precision, device).autocast)
+    metrics = evaluate(job, device, run_precision(cfg, job, run_dir, device).autocast)
     return {"checkpoint": str(path), **metrics, **{k: v for k, v in job.facts.items() if "unigram" in k},
             "seconds": round(time.perf_counter() - t0, 3)}
 

@@ -64,6 +64,16 @@ def test_from_a_whole_model_into_lora_points_to_init_from(tmp_path, finetune, pr
         trainwell.train("default", finetune(adapter__method="lora"), run_dir=tmp_path / "x", branch_from=pretrained)
 
 
+def test_a_checkpoint_of_another_gpt_function_is_refused_with_the_fix(tmp_path, finetune, pretrained):
+    """Same names and shapes, another function (QK-norm on or off): init_weights alone would load it."""
+    from trainwell.config import load_config
+
+    trained_with = load_config(str(pretrained.parents[1] / "config.toml")).model.qk_norm
+    fix = f"--set model.qk_norm={str(trained_with).lower()}"
+    with pytest.raises(ConfigError, match=f"model.qk_norm = {trained_with}.*{fix}"):
+        trainwell.train("default", finetune(model__qk_norm=not trained_with), run_dir=tmp_path / "x")
+
+
 def build_trained(run: Path, *, merge: bool = False) -> torch.nn.Module:
     from trainwell.inference import load_for_inference
 

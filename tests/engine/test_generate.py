@@ -48,10 +48,15 @@ PROMPTS = {
 }
 
 
+OPTIONS = {"plain": {}, "speedrun options": dict(qk_norm=True, activation="relu2", norm="rmsnorm",
+                                                  logit_softcap=15.0, tie_embeddings=False)}
+
+
+@pytest.mark.parametrize("options", list(OPTIONS))
 @pytest.mark.parametrize("position", ["learned", "rope"])
 @pytest.mark.parametrize("mix", list(PROMPTS))
-def test_cached_batch_equals_each_row_alone(position, mix):
-    m = model(position)
+def test_cached_batch_equals_each_row_alone(position, mix, options):
+    m = model(position, **OPTIONS[options])
     prompts = PROMPTS[mix]
     n = 24 - max(len(p) for p in prompts)  # up to the context: no window overflow here
     seen, hook = recorder()

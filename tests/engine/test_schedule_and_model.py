@@ -28,17 +28,39 @@ def test_linear_and_constant():
     assert lr_factor(99, 100, sched(name="constant", warmup_steps=0)) == 1.0
 
 
+def test_wsd_is_flat_then_decays_linearly_at_the_end():
+    s = sched(name="wsd", warmup_steps=10, min_lr_ratio=0.0, decay_fraction=0.3)
+    assert lr_factor(5, 100, s) == pytest.approx(0.6)  # warmup
+    assert lr_factor(10, 100, s) == lr_factor(69, 100, s) == 1.0  # stable
+    assert lr_factor(70, 100, s) == pytest.approx(1 - 1 / 30) and lr_factor(84, 100, s) == pytest.approx(0.5)
+    assert lr_factor(99, 100, s) == pytest.approx(0.0)  # the last step reaches the floor
+
+
+def test_speedrun_model_options():
+    m = tiny_gpt(qk_norm=True, activation="relu2", norm="rmsnorm", logit_softcap=5.0, zero_init_proj=True,
+                 tie_embeddings=False, mlp_ratio=2)
+    logits = m(torch.randint(0, 50, (2, 16)))
+    assert logits.shape == (2, 16, 50) and logits.abs().max() <= 5.0  # soft-capped
+    ids = torch.randint(0, 50, (2, 16))
+    assert torch.equal(m.lm_head(m.features(ids)), m(ids))  # also for heads that call lm_head themselves
+    assert m.blocks[0].mlp.fc.out_features == 64 and not m.blocks[0].attn.proj.weight.any()
+    assert m.lm_head.weight is not m.tok_emb.weight
+    # a plain model's parameter names (what checkpoints hold) do not change with the norm kind
+    assert set(tiny_gpt(norm="rmsnorm").state_dict()) <= set(tiny_gpt(norm="layernorm").state_dict())
+
+
 def tiny_gpt(**kw):
     cfg = load_config("default", ["model.n_layer=2", "model.n_embd=32", "model.n_head=2"] +
-                      [f"model.{k}={str(v).lower()}" for k, v in kw.items()]).model
+                      [f"model.{k}={v!r}" if isinstance(v, str) else f"model.{k}={str(v).lower()}"
+                       for k, v in kw.items()]).model
     return build_gpt(cfg, vocab_size=50, context=16)
 
 
 def test_gpt_shapes_and_tying():
-    m = tiny_gpt()
+    m = tiny_gpt(tie_embeddings=True)
     assert m(torch.randint(0, 50, (3, 16))).shape == (3, 16, 50)
     assert m.lm_head.weight is m.tok_emb.weight
-    assert tiny_gpt(tie_embeddings=False).lm_head.weight is not tiny_gpt().tok_emb.weight
+    assert tiny_gpt(tie_embeddings=False).lm_head.weight is not tiny_gpt(tie_embeddings=False).tok_emb.weight
     with pytest.raises(ValueError, match="longer than the model context"):
         m(torch.randint(0, 50, (1, 17)))
 
@@ -67,7 +89,7 @@ def test_activation_checkpointing_keeps_names_and_gradients():
 
 def test_weight_decay_only_on_matrices():
     m = tiny_gpt(bias=True)
-    opt = build_optimizer(m, load_config("default").optim, torch.device("cpu"))
+    opt = build_optimizer(m, load_config("default", ["optim.name='adamw'"]).optim, torch.device("cpu"))
     decay, no_decay = opt.param_groups
     assert all(p.dim() >= 2 for p in decay["params"]) and no_decay["weight_decay"] == 0.0
     assert all(p.dim() < 2 for p in no_decay["params"])

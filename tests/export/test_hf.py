@@ -158,6 +158,7 @@ def _config_only(tmp_path: Path, recipe: str, *sets: str) -> Path:
 
 @pytest.mark.parametrize("recipe, sets, message", [
     ("default", ["model.position=rope"], "rotary positions"),
+    ("default", ["model.qk_norm=true", "model.norm='rmsnorm'"], "model.norm = 'rmsnorm', model.qk_norm = True"),
     ("code_mlm", [], "masked-LM encoder"),
     ("cartpole_ppo", [], "only GPT language models"),
     ("finetune_qlora", [], "4-bit NF4"),

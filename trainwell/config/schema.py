@@ -120,6 +120,17 @@ class GPTConfig:
     tie_embeddings: bool = opt(True, "share the token embedding with the output layer")
     position: str = opt("learned", "position information: learned absolute embeddings, or rotary "
                         "(RoPE, relative positions inside attention)", choices=("learned", "rope"))
+    activation: str = opt("gelu", "MLP activation: gelu, or relu2 (ReLU squared, So et al. 2021 'Primer'; "
+                          "used by the modded-nanogpt speedruns)", choices=("gelu", "relu2"))
+    mlp_ratio: int = opt(4, "MLP hidden width as a multiple of n_embd", min=1)
+    norm: str = opt("layernorm", "normalisation: layernorm, or rmsnorm (no mean subtraction, a little cheaper)",
+                    choices=("layernorm", "rmsnorm"))
+    qk_norm: bool = opt(False, "RMS-normalise queries and keys per head before attention (QK-norm): bounded "
+                        "attention logits, so higher learning rates stay stable")
+    logit_softcap: float = opt(0.0, "cap output logits smoothly at +-c with c * tanh(logits / c) (0 = off; "
+                               "modded-nanogpt uses 15-30)", min=0.0)
+    zero_init_proj: bool = opt(False, "start every block's output projections at zero, so each block begins "
+                               "as the identity (as in the modded-nanogpt speedruns)")
 
     def check(self, cfg: "Config") -> None:
         if self.n_embd % self.n_head:
@@ -203,14 +214,24 @@ class MLMObjectiveConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = opt("adamw", "optimizer", choices=("adamw", "sgd"))
-    lr: float = opt(1e-3, "peak learning rate", min=0.0)
+    name: str = opt("adamw", "optimizer: adamw, sgd, or muon (Muon for the transformer blocks' matrices, AdamW "
+                    "with lr/beta/eps/weight_decay below for embeddings, head, norms and biases; see "
+                    "trainwell/engine/muon.py)", choices=("adamw", "sgd", "muon"))
+    lr: float = opt(1e-3, "peak learning rate (with muon: of the AdamW part)", min=0.0)
     weight_decay: float = opt(0.1, "decoupled weight decay on matrices (not biases/norms)", min=0.0)
     beta1: float = opt(0.9, "AdamW beta1", min=0.0, max=1.0)
     beta2: float = opt(0.99, "AdamW beta2", min=0.0, max=1.0)
     eps: float = opt(1e-8, "AdamW epsilon", min=0.0)
     momentum: float = opt(0.9, "SGD momentum", min=0.0, max=1.0)
     grad_clip: float = opt(1.0, "clip the global gradient norm to this (0 = off)", min=0.0)
+    muon_lr: float = opt(0.02, "muon: peak learning rate of the block matrices (follows the same schedule)",
+                         min=0.0)
+    muon_momentum: float = opt(0.95, "muon: Nesterov momentum", min=0.0, max=1.0)
+    muon_weight_decay: float = opt(0.0, "muon: decoupled weight decay on the block matrices", min=0.0)
+    muon_ns_steps: int = opt(5, "muon: Newton-Schulz iterations per orthogonalisation", min=1)
+    muon_ns_dtype: str = opt("auto", "muon: dtype of the Newton-Schulz matmuls: auto (bf16 where bf16 matmuls "
+                             "are native: CUDA, AMX/AVX-512-BF16 CPUs; else fp32), fp32 or bf16",
+                             choices=("auto", "fp32", "bf16"))
 
     def check(self, cfg: "Config") -> None:
         for key in ("beta1", "beta2"):
@@ -221,10 +242,13 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
-    name: str = opt("cosine", "learning-rate schedule after warmup",
-                    choices=("cosine", "linear", "constant"))
+    name: str = opt("cosine", "learning-rate schedule after warmup: cosine, linear, constant, or wsd (warmup, "
+                    "stable at optim.lr, then a linear decay over the last decay_fraction of the steps)",
+                    choices=("cosine", "linear", "constant", "wsd"))
     warmup_steps: int = opt(100, "linear warmup steps from 0 to optim.lr", min=0)
     min_lr_ratio: float = opt(0.1, "final learning rate as a fraction of optim.lr", min=0.0, max=1.0)
+    decay_fraction: float = opt(0.3, "wsd: share of all steps spent decaying to min_lr_ratio at the end",
+                                min=0.0, max=1.0)
 
 
 @dataclass
@@ -235,8 +259,9 @@ class TrainConfig:
                           "N data-parallel ranks takes batch_size / N of it)", min=1)
     grad_accum: int = opt(1, "micro-batches per optimizer step", min=1)
     seed: int = opt(1337, "seed for initialisation, data order and dropout", min=0)
-    precision: str = opt("fp32", "fp32, bf16 (autocast on CPU and CUDA) or fp16 (CUDA, loss scaling)",
-                         choices=("fp32", "bf16", "fp16"))
+    precision: str = opt("auto", "auto (bf16 where measured faster on this device: CUDA with bf16, a CPU whose "
+                         "bf16 matmuls beat fp32 on the model's shapes; else fp32), fp32, bf16 (autocast on "
+                         "CPU and CUDA) or fp16 (CUDA, loss scaling)", choices=("auto", "fp32", "bf16", "fp16"))
     activation_checkpointing: int = opt(0, "recompute every k-th transformer block in backward (0 = off)",
                                         min=0)
     compile: bool = opt(False, "torch.compile the model")

@@ -107,14 +107,15 @@ class DDPStep:
         return getattr(self.model, name)
 
 
-def parallelize(model: torch.nn.Module, cfg: Config, world: World) -> Any:
+def parallelize(model: torch.nn.Module, cfg: Config, world: World, precision: str) -> Any:
     """What the training step calls: DDP around ``model``, or ``model`` sharded in place by FSDP2
     (compiled if train.compile).
 
     FSDP2 (``fully_shard``) shards every parameter along dim 0 across ranks; each transformer
     block is its own unit (gathered just before it runs, freed after), the root holds the rest
     (embeddings, head). Mixed precision: parameters gathered in the compute dtype of
-    train.precision, gradients reduced in fp32 (Zhao et al. 2023, "PyTorch FSDP").
+    the run's precision, gradients reduced in fp32 (Zhao et al. 2023, "PyTorch FSDP"). ``precision``: its
+    resolved name, fp32 or bf16 (train.precision may say "auto"; see engine/precision.choose_precision).
     """
     methods = model_methods(model)
     if world.strategy == "ddp":
@@ -125,7 +126,7 @@ def parallelize(model: torch.nn.Module, cfg: Config, world: World) -> Any:
         return DDPStep(torch.compile(ddp) if cfg.train.compile else ddp, model, methods)
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
-    param_dtype = {"bf16": torch.bfloat16}.get(cfg.train.precision, torch.float32)
+    param_dtype = {"bf16": torch.bfloat16}.get(precision, torch.float32)
     mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
     reshard = cfg.distributed.reshard_after_forward
     for block in getattr(model, "blocks", []):

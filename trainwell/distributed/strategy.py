@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import torch
 
@@ -24,7 +24,9 @@ from trainwell.distributed import parallel
 from trainwell.distributed.reduce import evaluate as evaluate_sharded, mean_over_ranks, reduce_step
 from trainwell.distributed.world import (arm_step_timeout, broadcast_object, collective, inject_fault, setup,
                                          teardown)
-from trainwell.errors import CheckpointError
+from trainwell.errors import CheckpointError, TrainwellError
+
+T = TypeVar("T")
 
 
 class DataParallel:
@@ -43,11 +45,27 @@ class DataParallel:
         return (f"{self.size} processes ({self.world.strategy}, {device.type}); each takes "
                 f"{cfg.train.batch_size // self.size} of the global batch of {cfg.train.batch_size}")
 
-    def wrap(self, job: Any, cfg: Config) -> Any:
-        """This rank's slice of each batch, its own random streams, DDP or FSDP2 around the model."""
+    def agree(self, decide: Callable[[], T], what: str) -> T:
+        """Rank 0's ``decide()`` on every rank (e.g. the precision: the ranks' own probes could differ).
+        An error rank 0 raises is raised on every rank, so none waits for an answer that never comes."""
+        answer: tuple[str, Any] | None = None
+        if self.main:
+            try:
+                answer = ("ok", decide())
+            except TrainwellError as e:
+                answer = ("error", e)
+        with collective(self.world, what):
+            kind, value = broadcast_object(self.world, answer)
+        if kind == "error":
+            raise value
+        return value
+
+    def wrap(self, job: Any, cfg: Config, precision: str) -> Any:
+        """This rank's slice of each batch, its own random streams, DDP or FSDP2 around the model
+        (FSDP2 gathers parameters in ``precision``'s dtype)."""
         parallel.shard_source(job.source, cfg, self.world)
         parallel.seed_rank(cfg.train.seed, self.rank)
-        return parallel.parallelize(job.model, cfg, self.world)
+        return parallel.parallelize(job.model, cfg, self.world, precision=precision)
 
     def checkpoint_state(self, app_state: dict[str, Any], model: torch.nn.Module,
                          optimizer: torch.optim.Optimizer) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from trainwell.diagnostics import malloc
 from trainwell.diagnostics.available import Free, device_free, host_free, local_processes, rss_bytes, size_text
 from trainwell.diagnostics.tracker import CATEGORIES, LiveTensors, OverBudget, tensor_bytes
 from trainwell.engine.job import Job, total_steps
-from trainwell.engine.precision import Precision
+from trainwell.engine.precision import Precision, choose_precision
 from trainwell.engine.simulate import (CannotSimulate, InferenceMemory, StepMemory, peek_batch, simulate_inference,
                                        simulate_step)
 from trainwell.errors import ConfigError, TrainwellError
@@ -196,15 +196,17 @@ class Built:
 
 
 @contextlib.contextmanager
-def build_guard(cfg: Config, device: torch.device) -> Iterator[Built]:
+def build_guard(cfg: Config, device: torch.device, built: Built | None = None) -> Iterator[Built]:
     """Stop building the Job (model and data) and its adapters as soon as their tensors exceed the
     free memory, before the weights are written (``torch.empty`` reserves them, the initialiser would
     touch them). Yields the resident memory before and after, for :func:`admit`.
 
     The tensors a build allocates are counted as they are made; numpy arrays of the data are not
-    (a file's contents fit once they are read).
+    (a file's contents fit once they are read). ``built``: the record of an earlier part of the same
+    build, continued (the Trainer times the precision probe between two parts: outside the counting,
+    which would slow every operator it times).
     """
-    built = Built(rss_before=rss_bytes())
+    built = built or Built(rss_before=rss_bytes())
     host = host_free()
     budgets = {"cpu": max(0, host.bytes // local_processes())}
     if device.type == "cuda":
@@ -244,7 +246,7 @@ def make_plan(cfg: Config, job: Job, precision: Precision, device: torch.device,
               strategy: str = "none", full: bool = False) -> Plan:
     """The plan of the configured step; ``full`` adds the other activation-checkpointing setting,
     inference, FLOPs and time (what `trainwell plan` prints)."""
-    from trainwell.engine.peak import device_name
+    from trainwell.engine.machine import device_name
 
     model = job.model
     step, batch = simulate(cfg, job, precision, device, world_size=world_size, strategy=strategy, count_flops=full)
@@ -323,9 +325,10 @@ def plan_run(cfg: Config, build: Callable[[Config, torch.device], Job], device: 
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
-    with build_guard(cfg, device):
+    with build_guard(cfg, device) as built:
         job = build(cfg, device)
-        precision = Precision(cfg.train.precision, device)
+    precision = Precision(choose_precision(cfg, job.model, device)[0], device)  # "auto" as the Trainer decides
+    with build_guard(cfg, device, built):
         adapted, notes = prepare_model(cfg, job.model, precision.dtype)
     if cfg.train.activation_checkpointing:
         apply_activation_checkpointing(job.model, cfg.train.activation_checkpointing)

@@ -13,12 +13,15 @@ import torch
 from trainwell import checkpoint as ckpt
 from trainwell.adapters import Adapted, adapt
 from trainwell.config.schema import Config
-from trainwell.errors import CheckpointError
+from trainwell.errors import CheckpointError, ConfigError
 
 
 def prepare_model(cfg: Config, model: torch.nn.Module, compute_dtype: torch.dtype | None) -> tuple[Adapted, list[str]]:
     """Pretrained weights (train.init_from), then the adapter method; returns notes to print."""
-    notes = [init_weights(model, Path(cfg.train.init_from))] if cfg.train.init_from else []
+    notes = []
+    if cfg.train.init_from:
+        check_same_function(cfg, Path(cfg.train.init_from))
+        notes.append(init_weights(model, Path(cfg.train.init_from)))
     if cfg.adapter.method != "none" and not cfg.train.init_from:
         notes.append(f"note: adapter.method = '{cfg.adapter.method}' without train.init_from adapts a randomly "
                      f"initialised base")
@@ -27,6 +30,37 @@ def prepare_model(cfg: Config, model: torch.nn.Module, compute_dtype: torch.dtyp
     notes.append(f"adapter {f['adapter']}: training {f['trainable_parameters']:,} of {f['total_parameters']:,} "
                  f"parameters ({100 * f['trainable_share']:.2f}%)")
     return adapted, notes
+
+
+# GPT options that change what the weights compute but not their names or shapes, so init_weights
+# cannot see a mismatch: weights trained with one setting would silently compute something else
+FUNCTION_KEYS = ("activation", "norm", "qk_norm", "logit_softcap", "position")
+
+
+def check_same_function(cfg: Config, path: Path) -> None:
+    """Refuse a pretrained GPT checkpoint whose model options differ from this run's in FUNCTION_KEYS
+    (or that had an untied output layer where this run ties it: one of the two would be lost)."""
+    try:
+        saved = ckpt.read_manifest(path).get("meta", {}).get("config", {})
+    except CheckpointError:
+        return  # init_weights says what is wrong with the checkpoint itself
+    if cfg.model.name != "gpt" or saved.get("model.name") != "gpt":
+        return
+    # a checkpoint written before an option existed was trained with its default
+    default = type(cfg.model)()
+    differ = [k for k in FUNCTION_KEYS if saved.get(f"model.{k}", getattr(default, k)) != getattr(cfg.model, k)]
+    if saved.get("model.tie_embeddings", default.tie_embeddings) is False and cfg.model.tie_embeddings:
+        differ.append("tie_embeddings")
+    if differ:
+        theirs = ", ".join(f"model.{k} = {saved.get(f'model.{k}', getattr(default, k))!r}" for k in differ)
+        fix = " ".join(f"--set model.{k}={_toml(saved.get(f'model.{k}', getattr(default, k)))}" for k in differ)
+        raise ConfigError(f"train.init_from = {path} was trained with {theirs}, which this run sets otherwise; its "
+                          f"weights would compute a different function. Use the same options ({fix}) or start "
+                          f"from a checkpoint trained with these.")
+
+
+def _toml(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else repr(value)
 
 
 def init_weights(model: torch.nn.Module, path: Path) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterator, Protocol
+from typing import Any, Callable, ContextManager, Iterator, Protocol, TypeVar
 
 import torch
 
@@ -18,6 +18,8 @@ from trainwell import checkpoint as ckpt
 from trainwell.config import Config
 from trainwell.engine.job import Job, evaluate
 from trainwell.engine.wrap import maybe_compile
+
+T = TypeVar("T")
 
 
 class Strategy(Protocol):
@@ -30,7 +32,9 @@ class Strategy(Protocol):
     def main(self) -> bool: ...  # the one process that writes logs, plots, progress and the summary
 
     def describe(self, cfg: Config, device: torch.device) -> str | None: ...
-    def wrap(self, job: Job, cfg: Config) -> Any: ...  # what the objective calls in a training step
+    def agree(self, decide: Callable[[], T], what: str) -> T: ...  # rank 0 decides, every rank gets it
+    # what the objective calls in a training step; ``precision``: the run's resolved precision name
+    def wrap(self, job: Job, cfg: Config, precision: str) -> Any: ...
     def checkpoint_state(self, app_state: dict[str, Any], model: torch.nn.Module,
                          optimizer: torch.optim.Optimizer) -> dict[str, Any]: ...
     def micro_batch(self, step_model: Any, source: Any, step: int, last: bool) -> ContextManager[float]: ...
@@ -59,7 +63,10 @@ class OneProcess:
     def describe(self, cfg: Config, device: torch.device) -> str | None:
         return None
 
-    def wrap(self, job: Job, cfg: Config) -> Any:
+    def agree(self, decide: Callable[[], T], what: str) -> T:
+        return decide()
+
+    def wrap(self, job: Job, cfg: Config, precision: str) -> Any:
         return maybe_compile(job.model, cfg.train.compile)
 
     def checkpoint_state(self, app_state: dict[str, Any], model: torch.nn.Module,

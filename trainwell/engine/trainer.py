@@ -28,15 +28,16 @@ from trainwell.checkpoint.rng import RNGState
 from trainwell.config import Config, config_hash, to_toml, trajectory_items
 from trainwell.engine.job import Job, to_device, total_steps
 from trainwell.engine.optim import build_optimizer, lr_factor, set_lr
-from trainwell.engine.peak import peak_flops
+from trainwell.engine.peak import PeakMeter
 from trainwell.engine.plan import admit, build_guard
-from trainwell.engine.precision import Precision
+from trainwell.engine.precision import Precision, choose_precision, recorded_precision
 from trainwell.engine.prepare import prepare_model
 from trainwell.engine.restore import check_fits, does_not_fit, newest_valid
 from trainwell.engine.state import LoopState, seed_everything
 from trainwell.engine.strategy import choose
 from trainwell.engine.wrap import apply_activation_checkpointing
 from trainwell.errors import CheckpointError, ConfigError, TrainingDiverged, TrainwellError, unexpected
+from trainwell.threads import applied as openmp_settings
 
 Build = Callable[[Config, torch.device], Job]  # the paradigm's builder: (config, device) -> Job
 
@@ -69,7 +70,7 @@ class Trainer:
         self._quiet: Any = None
         self.strategy = choose(cfg)  # joins the process group when torchrun started several
         try:
-            self._build()
+            self._build(resume)
             self.restored_from = self._restore(resume, branch_from)
             self._open_run_dir(recipe_name, resume)
         except Exception as e:
@@ -83,7 +84,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ build and restore
 
-    def _build(self) -> None:
+    def _build(self, resume: bool = False) -> None:
         cfg, s = self.cfg, self.strategy
         self.device = s.device or pick_device(cfg.train.device)
         if cfg.train.threads:
@@ -91,7 +92,13 @@ class Trainer:
         seed_everything(cfg.train.seed)
         with build_guard(cfg, self.device) as built:  # weights that cannot fit stop the build before they are written
             self.job = job = self.build(cfg, self.device)  # model + source + objective + evaluation
-            self.precision = Precision(cfg.train.precision, self.device)
+        # "auto": bf16 only where measured faster (a probe of the model's shapes); decided once, by rank 0
+        # for every rank; a resumed run keeps the precision it started with (engine/precision.py)
+        previous = recorded_precision(self.run_dir) if resume else None
+        name, self.precision_reason = s.agree(
+            lambda: choose_precision(cfg, job.model, self.device, previous=previous), "choosing the precision")
+        self.precision = Precision(name, self.device)
+        with build_guard(cfg, self.device, built):
             # pretrained weights, then full fine-tuning / freezing / LoRA / QLoRA (trainwell/adapters)
             self.adapted, self.notes = prepare_model(cfg, job.model, self.precision.dtype)
         job.facts.update(self.adapted.facts())
@@ -100,7 +107,7 @@ class Trainer:
         # the step's memory, measured on fake tensors, against what is free: before the optimizer
         # state and the activations exist (a run that cannot fit stops here with one sentence)
         self.plan = admit(cfg, job, self.precision, s, self.device, built, self.notes)
-        self.step_model = s.wrap(job, cfg)  # compiled, or DDP / FSDP2 with this rank's data slice
+        self.step_model = s.wrap(job, cfg, self.precision.name)  # compiled, or DDP / FSDP2 with this rank's slice
         self.optimizer = build_optimizer(job.model, cfg.optim, self.device)  # after FSDP: over the shards
         self.loop = LoopState()
         state: dict[str, Any] = {"model": self.adapted, "optimizer": self.optimizer, "data": job.source,
@@ -109,9 +116,11 @@ class Trainer:
             state["scaler"] = self.precision.scaler
         self.app_state = s.checkpoint_state(state, job.model, self.optimizer)
         self.total = total_steps(cfg, job)
-        # the peak of all ranks' devices together: throughput counts every rank's units
+        # MFU against the peak of all ranks' devices together (throughput counts every rank's units);
+        # measured by the main process only, which alone logs it (several ranks probing the same cores
+        # at once would each measure a fraction)
         dtype = self.precision.dtype or torch.float32
-        self.peak = peak_flops(self.device, dtype) * s.size if job.flops_per_unit else 0.0
+        self.peak = PeakMeter(self.device, dtype, s.size) if job.flops_per_unit and s.main else None
 
     def _restore(self, resume: bool, branch_from: Path | None) -> Path | None:
         """--resume continues this run exactly; --from branches a new one from a checkpoint."""
@@ -159,6 +168,8 @@ class Trainer:
                 "recipe": recipe_name, "device": str(self.device), "config_hash": config_hash(cfg),
                 "resumed_from": str(self.restored_from) if self.restored_from else None, "facts": self.job.facts,
                 "world_size": s.size, "strategy": s.name,
+                "precision": self.precision.name, "precision_reason": self.precision_reason,
+                "threads": f"{torch.get_num_threads()} torch threads; {openmp_settings()}",
                 "batches_per_epoch": self.job.batches_per_epoch})  # epochs on the plots' x axis (track/xunit.py)
             name = f"meta-resume-{loop.step}.json" if self.restored_from and resume else "meta.json"
             write_json(self.run_dir / name, meta)
@@ -180,6 +191,7 @@ class Trainer:
         described = s.describe(cfg, self.device)
         if described:
             self.progress.message(described)
+        self.progress.message(f"precision {self.precision.name}: {self.precision_reason}")
         self.progress.message(f"run directory: {self.run_dir}")
         self.job.model.train()
         self.last_val: dict[str, float] = {}
@@ -248,8 +260,8 @@ class Trainer:
         values[f"train/{job.units}_per_s"] = rate
         if grad_norm is not None:
             values["train/grad_norm"] = grad_norm
-        if self.peak:
-            values["train/mfu"] = job.flops_per_unit * rate / self.peak
+        if self.peak is not None:
+            values["train/mfu"] = self.peak.mfu(job.flops_per_unit * rate)  # re-probes when training beats it
         values.update(self.strategy.mean({f"train/{k}": float(v.detach() if isinstance(v, torch.Tensor) else v)
                                           for k, v in metrics.items()}))
         if job.train_metrics is not None:

@@ -14,7 +14,9 @@ maps:
   (``scale_attn_weights = true``, no per-layer scaling, no reordered upcast).
 - Linear layers: GPT-2 stores them as Conv1D, (in, out), so weights are transposed; the fused QKV
   projection splits in the same q, k, v order.
-- ``model.position = "rope"``: GPT-2 has only learned absolute positions: refused.
+- ``model.activation = "relu2"``: transformers' ``relu2``; ``model.mlp_ratio``: ``n_inner``.
+- ``model.position = "rope"``: GPT-2 has only learned absolute positions: refused. So are
+  ``model.norm = "rmsnorm"``, ``model.qk_norm`` and ``model.logit_softcap`` (GPT-2 has none of them).
 - an MLM encoder (bidirectional attention) is not a causal LM: refused. QLoRA: the base is 4-bit
   NF4, which a GPT-2 float checkpoint cannot hold exactly: refused.
 
@@ -95,6 +97,12 @@ def refuse_unsupported(cfg: Any, run_dir: Path) -> None:
     if model.position != "learned":
         raise ExportError(f"the run in {run_dir} uses rotary positions (model.position = 'rope'), which GPT-2 does "
                           f"not have (it adds learned position embeddings); only model.position = 'learned' exports.")
+    other = [f"model.{k} = {getattr(model, k)!r}" for k, plain in (("norm", "layernorm"), ("qk_norm", False),
+                                                                     ("logit_softcap", 0.0))
+             if getattr(model, k, plain) != plain]
+    if other:
+        raise ExportError(f"the run in {run_dir} uses {', '.join(other)}, which GPT-2 does not have (layer norm, "
+                          f"no QK-norm, uncapped logits); only runs without these options export.")
     if cfg.adapter.method == "qlora":
         raise ExportError(f"the run in {run_dir} is QLoRA: its base weights are 4-bit NF4, which a GPT-2 float "
                           f"checkpoint cannot hold exactly; export the pretrained run and apply the adapter in peft.")
@@ -106,8 +114,9 @@ def gpt2_config(model: Any, cfg: Any, tied: bool) -> Any:
     n_embd = model.tok_emb.weight.shape[1]
     return GPT2Config(
         vocab_size=model.tok_emb.weight.shape[0], n_positions=model.context, n_embd=n_embd,
-        n_layer=len(model.blocks), n_head=model.blocks[0].attn.n_head, n_inner=4 * n_embd,
-        activation_function="gelu",  # exact erf GELU, as F.gelu (GPT-2's default is the tanh "gelu_new")
+        n_layer=len(model.blocks), n_head=model.blocks[0].attn.n_head, n_inner=model.blocks[0].mlp.fc.out_features,
+        # exact erf GELU, as F.gelu (GPT-2's default is the tanh "gelu_new"); or ReLU squared
+        activation_function="relu2" if cfg.model.activation == "relu2" else "gelu",
         layer_norm_epsilon=1e-5, scale_attn_weights=True, scale_attn_by_inverse_layer_idx=False,
         reorder_and_upcast_attn=False, resid_pdrop=cfg.model.dropout, embd_pdrop=cfg.model.dropout,
         attn_pdrop=cfg.model.dropout, tie_word_embeddings=tied,

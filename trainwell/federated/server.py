@@ -112,7 +112,7 @@ def with_classes(cfg: Config) -> Config:
 def prepare(cfg: Config, run_dir: Path, *, simulation: bool) -> Plan:
     """Build the server's model and strategy, restore the newest server checkpoint of ``run_dir`` if any,
     and count this server start (the messages' incarnation)."""
-    from trainwell.engine.precision import Precision
+    from trainwell.engine.precision import Precision, choose_precision, recorded_precision
     from trainwell.engine.prepare import prepare_model
     from trainwell.engine.restore import check_same_config
     from trainwell.engine.trainer import pick_device, seed_everything
@@ -128,7 +128,9 @@ def prepare(cfg: Config, run_dir: Path, *, simulation: bool) -> Plan:
     device = pick_device(cfg.train.device)
     seed_everything(cfg.train.seed)
     job = build_job(cfg, device)
-    precision = Precision(cfg.train.precision, device)
+    # "auto" resolved as the Trainer does: kept from this run's start when the server restarts
+    precision_name, precision_reason = choose_precision(cfg, job.model, device, previous=recorded_precision(run_dir))
+    precision = Precision(precision_name, device)
     adapted, notes = prepare_model(cfg, job.model, precision.dtype)
     job.model.eval()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -147,7 +149,8 @@ def prepare(cfg: Config, run_dir: Path, *, simulation: bool) -> Plan:
     name = "meta.json" if found is None else f"meta-resume-{history.round}.json"
     write_json(run_dir / name, run_meta(seed=cfg.train.seed, extra={
         "federated": True, "config_hash": config_hash(cfg), "facts": job.facts,
-        "incarnation": identity["incarnation"], "runtime": "simulation" if simulation else "deployment"}))
+        "incarnation": identity["incarnation"], "runtime": "simulation" if simulation else "deployment",
+        "precision": precision.name, "precision_reason": precision_reason}))
     plan.sinks.append(MetricsJSONL(run_dir / "metrics.jsonl", resume_step=history.round if found else None))
     return plan
 

@@ -12,6 +12,7 @@ tokens of a batch of sequences whose earlier keys and values are held in a
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -31,6 +32,30 @@ class LayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * weight (Zhang & Sennrich 2019): LayerNorm without the mean, same parameter name."""
+
+    def __init__(self, dim: int, bias: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, self.weight.shape, self.weight, 1e-5)
+
+
+def norm(cfg: GPTConfig) -> nn.Module:
+    return RMSNorm(cfg.n_embd) if cfg.norm == "rmsnorm" else LayerNorm(cfg.n_embd, cfg.bias)
+
+
+def relu2(x: torch.Tensor) -> torch.Tensor:
+    return F.relu(x).square()
+
+
+def softcap(module: nn.Module, args: object, logits: torch.Tensor, *, cap: float) -> torch.Tensor:
+    """c * tanh(logits / c): logits bounded smoothly to (-c, c) (a forward hook on the output layer)."""
+    return cap * torch.tanh(logits / cap)
 
 
 def dropout(p: float) -> nn.Module:
@@ -60,6 +85,7 @@ class Attention(nn.Module):
         super().__init__()
         self.n_head, self.dropout, self.causal = cfg.n_head, cfg.dropout, causal
         self.rotary = cfg.position == "rope"
+        self.qk_norm = cfg.qk_norm
         self.scale = (cfg.n_embd // cfg.n_head) ** -0.5
         if self.rotary:
             cos, sin = rotary_tables(cfg.context, cfg.n_embd // cfg.n_head)
@@ -78,6 +104,8 @@ class Attention(nn.Module):
             return self.resid_drop(self.proj(self._decode(qkv.view(B, 3, H, 1, D).unbind(1), cache, layer)))
         # (B, T, C) -> (B, heads, T, head_dim)
         q, k, v = (t.view(B, T, H, D).transpose(1, 2) for t in qkv.split(C, dim=2))
+        if self.qk_norm:
+            q, k = F.rms_norm(q, (D,), eps=1e-5), F.rms_norm(k, (D,), eps=1e-5)
         if cache is None:
             if self.rotary:
                 cos, sin = self.rope_cos[:T], self.rope_sin[:T]
@@ -104,6 +132,8 @@ class Attention(nn.Module):
         here, and with a single query (T = 1) no transposes or copies are needed.
         """
         q, k, v = qkv
+        if self.qk_norm:
+            q, k = F.rms_norm(q, (q.shape[-1],), eps=1e-5), F.rms_norm(k, (k.shape[-1],), eps=1e-5)
         if self.rotary:
             q, k = apply_rotary(q, *cache.rope), apply_rotary(k, *cache.rope)  # at each row's position
         kt, v = cache.append(layer, k, v)  # (B, H, D, S), (B, H, S, D)
@@ -117,19 +147,20 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
-        self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.fc = nn.Linear(cfg.n_embd, cfg.mlp_ratio * cfg.n_embd, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.mlp_ratio * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.drop = dropout(cfg.dropout)
+        self.act = relu2 if cfg.activation == "relu2" else F.gelu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.proj(F.gelu(self.fc(x))))
+        return self.drop(self.proj(self.act(self.fc(x))))
 
 
 class Block(nn.Module):
     def __init__(self, cfg: GPTConfig, causal: bool = True):
         super().__init__()
-        self.ln1, self.attn = LayerNorm(cfg.n_embd, cfg.bias), Attention(cfg, causal)
-        self.ln2, self.mlp = LayerNorm(cfg.n_embd, cfg.bias), MLP(cfg)
+        self.ln1, self.attn = norm(cfg), Attention(cfg, causal)
+        self.ln2, self.mlp = norm(cfg), MLP(cfg)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         x = x + self.attn(self.ln1(x), cache, layer)
@@ -149,16 +180,23 @@ class GPT(nn.Module):
         self.pos_emb = nn.Embedding(cfg.context, cfg.n_embd) if cfg.position == "learned" else None
         self.drop = dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg, causal) for _ in range(cfg.n_layer))
-        self.ln_f = LayerNorm(cfg.n_embd, cfg.bias)
+        self.ln_f = norm(cfg)
         self.lm_head = nn.Linear(cfg.n_embd, vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
+        if cfg.logit_softcap:
+            # on the output layer itself, so every caller of lm_head (a policy with a value head reads
+            # features() and calls lm_head, trainwell/models/heads.py) gets the same capped logits
+            self.lm_head.register_forward_hook(partial(softcap, cap=cfg.logit_softcap))
         self.apply(self._init)
         # GPT-2: scale residual projections by 1/sqrt(2 * layers) so the stream's variance
-        # does not grow with depth.
+        # does not grow with depth (or start them at zero: each block begins as the identity).
         for name, p in self.named_parameters():
             if name.endswith("proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+                if cfg.zero_init_proj:
+                    nn.init.zeros_(p)
+                else:
+                    nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
 
     @staticmethod
     def _init(m: nn.Module) -> None:
@@ -179,16 +217,16 @@ class GPT(nn.Module):
         With ``cache``: idx are the next T tokens of each row, written at the cache's next slots;
         their keys and values are stored and they attend to every earlier real token of their row.
         """
-        return self.lm_head(self._hidden(idx, cache))
+        # the private body, not features(): FSDP2 wraps every public method (distributed/parallel.py,
+        # model_methods) and would reshard the output layer's weight when features() returns
+        return self.lm_head(self._features(idx, cache))
 
     def features(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """(B, T) token ids -> (B, T, width) final hidden states (after the last layer norm): what the
         output layer reads, and what a reward or value head reads instead (trainwell/models/heads.py)."""
-        return self._hidden(idx, cache)
+        return self._features(idx, cache)
 
-    def _hidden(self, idx: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
-        # private, so FSDP does not hook it: forward calls it, and a hooked public method called from
-        # forward would free the gathered parameters on return, before lm_head uses them
+    def _features(self, idx: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
         T = idx.shape[1]
         if cache is None:
             if T > self.context:
