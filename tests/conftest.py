@@ -11,8 +11,49 @@ import pytest
 
 from tinyrun import pref_rows, pref_sets, tiny_sets  # noqa: E402  (tests/ is on sys.path: pytest puts the rootdir conftest's folder there)
 
-# Every test (and every subprocess a test starts) uses a private cache, never ~/.cache.
-os.environ.setdefault("TRAINWELL_CACHE", tempfile.mkdtemp(prefix="trainwell-cache-"))
+# Every test (and every subprocess a test starts) uses a private cache, never ~/.cache; each pytest-xdist
+# worker its own (a worker inherits the controller's environment, so a setdefault would share one).
+os.environ["TRAINWELL_CACHE"] = tempfile.mkdtemp(prefix="trainwell-cache-")
+
+# pytest-xdist (`-n auto --dist loadfile` in pyproject.toml): the suite's tests run one thread each and
+# spend much of their time starting processes, so two workers use the two cores of CI. Tests go to
+# workers in units (Units below): a module's tests stay together (module fixtures are built once),
+# except in SPREAD, whose tests are independent and long; every test that starts torchrun is in one
+# unit, so two multi-process runs never overlap (they would compete for the cores their timeouts
+# assume). The longest units start first (FIRST), so no long unit is left for the end.
+SPREAD = {"tests/engine/test_exact_resume.py", "tests/adapters/test_transfer.py"}
+TORCHRUN = {"tests/distributed/test_multiprocess.py", "tests/distributed/test_teardown.py",
+            "tests/distributed/test_muon_fsdp.py", "tests/distributed/test_data_split.py",
+            "tests/paradigms/test_byo.py::test_two_ddp_processes_track_one_with_the_users_model_and_data"}
+FIRST = ["torchrun", "tests/federated/test_runtimes.py", "tests/engine/test_bad_input.py",
+         "tests/engine/test_exact_resume.py", "tests/adapters/test_transfer.py", "tests/engine/test_plan.py"]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto`: one worker per core, at most 4 (each worker's runs take up to ~2 GB)."""
+    return max(1, min(len(os.sched_getaffinity(0)), 4))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Units(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            if module in TORCHRUN or nodeid.split("[", 1)[0] in TORCHRUN:
+                return "torchrun"
+            return nodeid if module in SPREAD else module
+
+        def _assign_work_unit(self, node) -> None:
+            def rank(scope: str) -> int:
+                return next((i for i, f in enumerate(FIRST) if scope.startswith(f)), len(FIRST))
+
+            self.workqueue.move_to_end(min(self.workqueue, key=rank), last=False)  # stable: ties keep order
+            super()._assign_work_unit(node)
+
+    return Units(config, log)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -75,6 +116,27 @@ def run_cli(*args: str, timeout: float = 300, **kw) -> "subprocess.CompletedProc
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def run_cli_here(*args: str) -> "subprocess.CompletedProcess[str]":
+    """The CLI in this process (no interpreter start: ~3 s less), for commands that stop before they
+    train. Only what reaches the user counts: the exit status and the two streams; an exception that
+    escaped the CLI's own handling fails the test instead of passing as a non-zero exit."""
+    import subprocess
+
+    from typer.testing import CliRunner
+
+    from trainwell.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+
+
+@pytest.fixture
+def cli_here():
+    return run_cli_here
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 
+# The memory check (train.memory_check: a simulated step before the real one) costs ~0.8 s of CPU per
+# tiny run, a tenth of the suite; the tiny setups leave it off. Where it runs: the tests of the plan
+# (tests/engine/test_plan.py, tests/config/test_fuzz.py), every SIGKILL exact-resume case, the
+# multi-process runs, and every test whose own settings do not come from here.
+NO_PLAN = {"train.memory_check": False}
+
+
 def tiny_sets(text_path: Path, **extra: object) -> list[str]:
     """--set overrides that shrink the default recipe to a ~1 s CPU run."""
     values: dict[str, object] = {
@@ -14,6 +21,7 @@ def tiny_sets(text_path: Path, **extra: object) -> list[str]:
         "train.steps": 20, "train.batch_size": 8, "train.precision": "fp32", "train.threads": 1,
         "schedule.warmup_steps": 5, "eval.every": 10, "eval.batches": 2, "eval.samples": 1,
         "eval.sample_tokens": 16, "checkpoint.every": 5, "log.every": 5, "log.progress": "lines",
+        **NO_PLAN,
     }
     values.update({k.replace("__", "."): v for k, v in extra.items()})
     return [f"{k}={v!r}" if isinstance(v, str) else f"{k}={str(v).lower() if isinstance(v, bool) else v}"
@@ -53,7 +61,7 @@ def pref_sets(data: dict[str, Path], init_from: Path, stage: str, **extra: objec
         "train.steps": 20, "train.batch_size": 8, "train.threads": 1, "schedule.warmup_steps": 2,
         "eval.every": 10, "eval.batches": 2, "eval.samples": 1, "eval.sample_tokens": 8, "eval.prompt": "def ",
         "checkpoint.every": 10, "log.every": 5, "log.progress": "lines", "log.plots": False,
-        "log.tensorboard": False,
+        "log.tensorboard": False, **NO_PLAN,
     }
     if DATA[stage] == "prompts":
         values.update({"data.prompts_per_rollout": 4, "data.group_size": 2 if stage == "grpo" else 1,

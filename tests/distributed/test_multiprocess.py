@@ -50,7 +50,8 @@ def train(run_dir: Path, text: Path, *extra: str, nproc: int = 1, env: dict | No
     # AdamW: the 1e-5 tracking below holds for it; Muon's Newton-Schulz step multiplies the reduction
     # order's rounding up by orders of magnitude (test_muon_fsdp.py checks Muon on shards exactly)
     sets = tiny_sets(text, train__steps=STEPS, train__grad_accum=2, checkpoint__every=4, eval__every=6,
-                     log__every=2, log__plots=False, log__tensorboard=False, optim__name="adamw")
+                     log__every=2, log__plots=False, log__tensorboard=False, optim__name="adamw",
+                     train__memory_check=True)  # the plan of a sharded step, checked on every rank
     args = ["train", "default", "--run-dir", str(run_dir), *[a for s in [*sets, *extra] for a in ("--set", s)]]
     if nproc > 1:
         args += ["--nproc", str(nproc), *more]

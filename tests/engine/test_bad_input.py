@@ -1,4 +1,8 @@
-"""Bad input: one clear sentence, a non-zero exit, no traceback, nothing lost."""
+"""Bad input: one clear sentence, a non-zero exit, no traceback, nothing lost.
+
+Commands that train, and the first checks (malformed recipe, unknown key), run as real processes;
+the other refusals run the same CLI in this process (``cli_here``: the same exit status and streams,
+without an interpreter start each)."""
 
 from __future__ import annotations
 
@@ -37,19 +41,19 @@ def test_unknown_key_and_wrong_type(cli):
     clean_failure(cli("train", "--set", "train.steps=ten"), "train.steps", "integer")
 
 
-def test_missing_and_empty_data(cli, tmp_path, tiny):
-    clean_failure(cli("train", "--run-dir", str(tmp_path / "a"),
+def test_missing_and_empty_data(cli_here, tmp_path, tiny):
+    clean_failure(cli_here("train", "--run-dir", str(tmp_path / "a"),
                       *sets_args(tiny(data__path=str(tmp_path / "nope.txt")))), "does not exist")
     empty = tmp_path / "empty.txt"
     empty.write_text("")
-    clean_failure(cli("train", "--run-dir", str(tmp_path / "b"), *sets_args(tiny(data__path=str(empty)))),
+    clean_failure(cli_here("train", "--run-dir", str(tmp_path / "b"), *sets_args(tiny(data__path=str(empty)))),
                   "only 0 characters")
 
 
-def test_unwritable_run_dir(cli, tmp_path, tiny):
+def test_unwritable_run_dir(cli_here, tmp_path, tiny):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    clean_failure(cli("train", "--run-dir", str(blocker / "run"), *sets_args(tiny())), "cannot create run directory")
+    clean_failure(cli_here("train", "--run-dir", str(blocker / "run"), *sets_args(tiny())), "cannot create run directory")
 
 
 def finished_run(cli, tmp_path, tiny, name="run", **extra) -> Path:
@@ -59,12 +63,12 @@ def finished_run(cli, tmp_path, tiny, name="run", **extra) -> Path:
     return run
 
 
-def test_resume_problems(cli, tmp_path, tiny):
+def test_resume_problems(cli, cli_here, tmp_path, tiny):
     run = finished_run(cli, tmp_path, tiny, train__steps=10)
     # a changed training setting is refused, naming the key
-    clean_failure(cli("train", "--resume", str(run), "--set", "optim.lr=0.5"), "different config", "optim.lr")
+    clean_failure(cli_here("train", "--resume", str(run), "--set", "optim.lr=0.5"), "different config", "optim.lr")
     # same run dir again for a new run is refused
-    clean_failure(cli("train", "--run-dir", str(run), *sets_args(tiny())), "--resume")
+    clean_failure(cli_here("train", "--run-dir", str(run), *sets_args(tiny())), "--resume")
     # corrupt the newest checkpoint: it is reported and skipped, the previous one is used
     newest = ckpt.list_checkpoints(run / "checkpoints")[-1]
     weights = newest / "model.safetensors"
@@ -77,19 +81,19 @@ def test_resume_problems(cli, tmp_path, tiny):
     # no valid checkpoint at all
     for path in ckpt.list_checkpoints(run / "checkpoints"):
         (path / "manifest.json").unlink()
-    clean_failure(cli("train", "--resume", str(run)), "no valid checkpoint")
-    clean_failure(cli("train", "--resume", str(tmp_path / "nowhere")), "not a run directory")
+    clean_failure(cli_here("train", "--resume", str(run)), "no valid checkpoint")
+    clean_failure(cli_here("train", "--resume", str(tmp_path / "nowhere")), "not a run directory")
 
 
-def test_branch_with_a_model_that_does_not_fit(cli, tmp_path, tiny):
+def test_branch_with_a_model_that_does_not_fit(cli, cli_here, tmp_path, tiny):
     run = finished_run(cli, tmp_path, tiny, train__steps=5)
     step = ckpt.list_checkpoints(run / "checkpoints")[-1]
-    clean_failure(cli("train", "--from", str(step), "--run-dir", str(tmp_path / "b"),
+    clean_failure(cli_here("train", "--from", str(step), "--run-dir", str(tmp_path / "b"),
                       *sets_args(tiny(model__n_embd=48))), "shape", "model size or the data's vocabulary")
     # a different vocabulary (other text) does not fit either
     other = tmp_path / "other.txt"
     other.write_text("".join(chr(0x400 + i % 60) for i in range(5000)))
-    clean_failure(cli("train", "--from", str(step), "--run-dir", str(tmp_path / "c"),
+    clean_failure(cli_here("train", "--from", str(step), "--run-dir", str(tmp_path / "c"),
                       *sets_args(tiny(data__path=str(other), data__min_char_count=1))), "shape")
     # branching with changed optimizer settings works and continues from that step
     out = cli("train", "--from", str(step), "--run-dir", str(tmp_path / "d"),

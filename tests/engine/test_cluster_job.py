@@ -70,7 +70,7 @@ def test_tiny_clustering_run_reports_ari_nmi_and_baseline(tmp_path):
     result = trainwell.train("digits_cluster", [
         "train.epochs=0", "train.steps=3", "train.batch_size=32", "train.threads=1", "model.channels=[8]",
         "model.embed_dim=16", "model.proj_dim=8", "eval.every=0", "checkpoint.every=100",
-        "log.every=1", "log.progress=\"off\"", "log.tensorboard=false", "log.plots=false"],
+        "log.every=1", "log.progress=\"off\"", "log.tensorboard=false"],
         run_dir=tmp_path / "r")
     s = result.summary
     for key in ("test_ari", "test_nmi", "all_ari", "all_nmi", "val_ari", "val_nmi", "baseline_kmeans_ari",
@@ -79,6 +79,12 @@ def test_tiny_clustering_run_reports_ari_nmi_and_baseline(tmp_path):
     assert s["baseline_kmeans_ari_all"] > 0.5  # k-means on raw digit pixels is far from chance
     assert (tmp_path / "r" / "plots" / "embedding.png").is_file()
     assert (tmp_path / "r" / "plots" / "clusters.png").is_file()
+    # log.plots = false: the same run draws none of its figures
+    again = trainwell.train("digits_cluster", [
+        "train.epochs=0", "train.steps=1", "train.batch_size=32", "train.threads=1", "model.channels=[8]",
+        "model.embed_dim=16", "model.proj_dim=8", "eval.every=0", "checkpoint.every=100",
+        "log.progress=\"off\"", "log.tensorboard=false", "log.plots=false"], run_dir=tmp_path / "off")
+    assert "test_ari" in again.summary and not (tmp_path / "off" / "plots").exists()
 
 
 def test_resuming_from_a_mid_run_checkpoint_reproduces_the_weights_exactly(tmp_path):

@@ -120,7 +120,7 @@ def test_branch_continues_from_step(tmp_path, tiny):
     assert min(r["step"] for r in lines) > 10 and b.summary["steps"] == 15
 
 
-def test_generate_and_eval_use_checkpoint(tmp_path, tiny, cli):
+def test_generate_and_eval_use_checkpoint(tmp_path, tiny, cli, cli_here):
     res = run(tmp_path, tiny)
     out = trainwell.generate(res.run_dir, "import ", max_new_tokens=12, n=2, temperature=0.0)
     assert len(out["samples"]) == 2 and all(s.startswith("import ") for s in out["samples"])
@@ -138,9 +138,9 @@ def test_generate_and_eval_use_checkpoint(tmp_path, tiny, cli):
     assert p.returncode == 0 and p.stdout.count("x = ") == 1 and "ms/token" in p.stderr
     p = cli("eval", str(res.run_dir))
     assert p.returncode == 0 and "val/loss" in p.stdout
-    p = cli("report", str(res.run_dir))
+    p = cli_here("report", str(res.run_dir))  # (in this process: tests/conftest.py, run_cli_here)
     assert p.returncode == 0 and "best val loss" in p.stdout and "loss.png" in p.stdout
-    p = cli("eval", str(res.run_dir), "--checkpoint", "step-999")
+    p = cli_here("eval", str(res.run_dir), "--checkpoint", "step-999")
     assert p.returncode == 2 and "not found" in p.stderr
 
 

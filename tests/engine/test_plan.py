@@ -78,20 +78,21 @@ def test_simulated_step_counts_what_the_real_step_allocates(precision, checkpoin
 
 
 def tiny_fixed(tiny):
-    return tiny(eval__samples=0, checkpoint__every=100, log__tensorboard=False, log__plots=False)
+    return tiny(eval__samples=0, checkpoint__every=100, log__tensorboard=False, log__plots=False,
+                train__memory_check=True)
 
 
-def test_plan_command_prints_every_term(cli, tiny):
+def test_plan_command_prints_every_term(cli, cli_here, tiny):
     args = [a for s in tiny_fixed(tiny) for a in ("--set", s)]
     out = cli("plan", *args)
     assert out.returncode == 0, out.stderr
     for word in ("parameters", "FLOPs per step", "weights", "gradients", "optimizer state", "activations",
                  "temporary buffers", "KV cache", "inference", "generation", "ckpt every 1", "fits"):
         assert word in out.stdout, out.stdout
-    as_json = json.loads(cli("plan", "--json", *args).stdout)
+    as_json = json.loads(cli_here("plan", "--json", *args).stdout)  # the same command, in this process
     assert as_json["peak"] > as_json["step"]["weights"] > 0
     assert as_json["other_peak"] < as_json["peak"]  # checkpointing every block saves activation memory
-    fsdp = json.loads(cli("plan", "--json", "--nproc", "2", *args, "--set", "distributed.strategy=fsdp").stdout)
+    fsdp = json.loads(cli_here("plan", "--json", "--nproc", "2", *args, "--set", "distributed.strategy=fsdp").stdout)
     assert fsdp["batch"] == as_json["batch"] // 2
     assert fsdp["step"]["optimizer"] == pytest.approx(as_json["step"]["optimizer"] / 2, rel=0.01)
 
@@ -178,7 +179,8 @@ def test_weights_that_cannot_fit_stop_the_build_before_they_are_written(tiny, tm
     monkeypatch.setattr(plan_mod, "host_free", free_of(50 * 2**20))  # 50 MiB; the model needs 800 MB
     before = available.rss_bytes()
     with pytest.raises(DoesNotFit, match="the weights alone do not fit"):
-        trainwell.trainer("default", tiny(model__n_embd=1024, model__n_layer=16, model__n_head=8),
+        trainwell.trainer("default", tiny(model__n_embd=1024, model__n_layer=16, model__n_head=8,
+                                          train__memory_check=True),
                           run_dir=tmp_path / "big")
     assert available.rss_bytes() - before < 200 * 2**20
 

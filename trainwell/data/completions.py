@@ -16,7 +16,6 @@ completion tokens, the only ones a loss counts.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -24,6 +23,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from trainwell.errors import DataError
+from trainwell.jsonl import json_objects
 
 COLUMNS = {"sft": ("prompt", "completion"), "pairs": ("prompt", "chosen", "rejected"), "prompts": ("prompt",)}
 ROW = "__row__"  # where a row came from, for error messages
@@ -54,18 +54,7 @@ def read_table(path: str, key: str) -> list[dict[str, Any]]:
         except Exception as e:  # pyarrow raises several types for a damaged file
             raise DataError(f"{key} = {path}: cannot read it as Parquet ({str(e).splitlines()[0][:200]}).") from None
     elif name.endswith((".jsonl", ".json")):
-        rows = []
-        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{key} = {path}: line {n} is not JSON ({e.msg}); write one JSON object per line.") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{key} = {path}: line {n} is a {type(row).__name__}, not a JSON object with "
-                                f"named columns.")
-            rows.append(row)
+        rows = [row for _, row in json_objects(p.read_text(encoding="utf-8"), f"{key} = {path}")]
     else:
         raise DataError(f"{key} = {path}: the file must end in .jsonl or .parquet.")
     if not rows:

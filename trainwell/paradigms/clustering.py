@@ -94,9 +94,10 @@ def simclr_job(cfg: Config, device: torch.device, ds: ArrayDataset) -> Job:
         z_test = z[n_train:]
         test, pred_test = kmeans_scores(z[:n_train], z_test, ds.y_test, k)
         whole, pred_all = kmeans_scores(z, z, y_all, k)
-        plots = Path(run_dir) / "plots"
-        embedding_png(z_test, pred_test, ds.y_test, test["ari"], plots / "embedding.png")
-        clusters_png(x_all, pred_all, plots / "clusters.png")
+        if cfg.log.plots:
+            plots = Path(run_dir) / "plots"
+            embedding_png(z_test, pred_test, ds.y_test, test["ari"], plots / "embedding.png")
+            clusters_png(x_all, pred_all, plots / "clusters.png")
         return {"test_ari": round(test["ari"], 4), "test_nmi": round(test["nmi"], 4),
                 "all_ari": round(whole["ari"], 4), "all_nmi": round(whole["nmi"], 4)}
 

@@ -53,7 +53,7 @@ def array_job(cfg: Config, device: torch.device) -> Job:
         return Job(model=model, source=source, eval_batches=evals, units="samples",
                    objective=lambda m, b: classify_loss(m, b, label_smoothing=ls),
                    batches_per_epoch=source.batches_per_epoch(), facts=facts,
-                   finish=lambda m, run_dir: finish_classify(m, ds, evals, run_dir))
+                   finish=lambda m, run_dir: finish_classify(m, ds, evals, run_dir, cfg.log.plots))
     return Job(model=model, source=source, objective=regress_loss, eval_batches=evals,
                units="samples", batches_per_epoch=source.batches_per_epoch(), facts=facts,
                eval_extras=lambda m: regress_extras(m, ds))
@@ -135,16 +135,18 @@ def predict(model: torch.nn.Module, batches: list[dict[str, torch.Tensor]]) -> n
 
 
 def finish_classify(model: torch.nn.Module, ds: ArrayDataset, batches: list[dict[str, torch.Tensor]],
-                    run_dir: Path) -> dict[str, Any]:
-    from trainwell.track.figures import confusion_png, misclassified_png
-
+                    run_dir: Path, draw: bool) -> dict[str, Any]:
+    """Test accuracy and errors; with ``draw`` (log.plots) the confusion matrix and misclassified images."""
     pred = predict(model, batches)
     truth = ds.y_test
-    matrix = np.zeros((len(ds.classes), len(ds.classes)), dtype=np.int64)
-    np.add.at(matrix, (truth, pred), 1)
-    plots = Path(run_dir) / "plots"
-    confusion_png(matrix, ds.classes, plots / "confusion.png")
     wrong = np.flatnonzero(pred != truth)
-    if ds.is_image and len(wrong):
-        misclassified_png(ds.x_test[wrong], truth[wrong], pred[wrong], ds.classes, plots / "misclassified.png")
+    if draw:
+        from trainwell.track.figures import confusion_png, misclassified_png
+
+        matrix = np.zeros((len(ds.classes), len(ds.classes)), dtype=np.int64)
+        np.add.at(matrix, (truth, pred), 1)
+        plots = Path(run_dir) / "plots"
+        confusion_png(matrix, ds.classes, plots / "confusion.png")
+        if ds.is_image and len(wrong):
+            misclassified_png(ds.x_test[wrong], truth[wrong], pred[wrong], ds.classes, plots / "misclassified.png")
     return {"test_accuracy": round(float((pred == truth).mean()), 4), "test_errors": int(len(wrong))}

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from trainwell.errors import DataError
+from trainwell.jsonl import json_objects
 from trainwell.sandbox.judge import Outcome, judge_calls, judge_check
 from trainwell.sandbox.pool import Job, Sandbox, calls_job, check_job
 
@@ -59,15 +60,7 @@ def read_jsonl(path: str | Path, what: str) -> list[dict[str, Any]]:
     except (OSError, UnicodeDecodeError, gzip.BadGzipFile, EOFError) as e:
         raise DataError(f"{what} file {path} cannot be read as UTF-8 JSONL ({e}).") from None
     rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: line {n} is not JSON ({e.msg}); write one JSON object per line.") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{path}: line {n} is a {type(row).__name__}, not a JSON object.")
+    for n, row in json_objects(text, str(path)):
         row["__line__"] = n
         rows.append(row)
     if not rows:
