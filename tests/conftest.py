@@ -1,4 +1,5 @@
-"""Shared fixtures: a private token cache and a tiny real-text training setup."""
+"""Shared fixtures (a private token cache, the tiny real-text setups, the CLI in- and out of process) and
+how pytest-xdist spreads the suite over the cores."""
 
 from __future__ import annotations
 
