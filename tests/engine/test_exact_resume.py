@@ -63,7 +63,7 @@ PREF = {
     "grpo": {"objective.reward_funcs": ["pref_rewards:spaces"], "objective.beta": 0.04, "train.steps": 100},
 }
 LOOP = {"train.steps": STEPS, "train.epochs": 0, "train.threads": 1, "checkpoint.every": 7, "eval.every": 50,
-        "log.tensorboard": "false", "log.plots": "false", "train.memory_check": "false"}
+        "log.tensorboard": "false", "log.plots": "false"}
 TOTALS = {"ppo": 400, "dqn": 403, "placement": 384, "pref-ppo": 160, "pref-grpo": 100}
 # kills per case: every case is killed once at a random instant and resumed; a resumed run being
 # killed again (resume of a resume) goes through the same code for every paradigm, so two cases
