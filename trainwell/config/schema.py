@@ -265,6 +265,10 @@ class TrainConfig:
     activation_checkpointing: int = opt(0, "recompute every k-th transformer block in backward (0 = off)",
                                         min=0)
     compile: bool = opt(False, "torch.compile the model")
+    compile_backend: str = opt("inductor", "the torch.compile backend when compile is on: inductor (generated "
+                               "kernels: the fast one), aot_eager (traced forward and backward graphs run by "
+                               "eager kernels: compiles in seconds; for debugging and tests)",
+                               choices=("inductor", "aot_eager"))
     device: str = opt("auto", "auto, cpu or cuda", choices=("auto", "cpu", "cuda"))
     init_from: str = opt("", "start from the model weights of this checkpoint folder (matching names "
                          "and shapes; e.g. a pretrained encoder)")

@@ -123,7 +123,7 @@ def parallelize(model: torch.nn.Module, cfg: Config, world: World, precision: st
 
         ids = [world.device.index] if world.device is not None and world.device.type == "cuda" else None
         ddp: Any = DDP(_Route(model), device_ids=ids)
-        return DDPStep(torch.compile(ddp) if cfg.train.compile else ddp, model, methods)
+        return DDPStep(compiled(ddp, cfg), model, methods)
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
     param_dtype = {"bf16": torch.bfloat16}.get(precision, torch.float32)
@@ -134,7 +134,12 @@ def parallelize(model: torch.nn.Module, cfg: Config, world: World, precision: st
     fully_shard(model, mp_policy=mp, reshard_after_forward=reshard)
     for name in methods:  # gather the parameters around these calls as around forward
         register_fsdp_forward_method(model, name)
-    return torch.compile(model) if cfg.train.compile else model
+    return compiled(model, cfg)
+
+
+def compiled(module: torch.nn.Module, cfg: Config) -> torch.nn.Module:
+    """``module`` under torch.compile with train.compile_backend when train.compile is on."""
+    return torch.compile(module, backend=cfg.train.compile_backend) if cfg.train.compile else module
 
 
 def grad_sync(step_model: torch.nn.Module, world: World, last: bool) -> contextlib.AbstractContextManager[Any]:

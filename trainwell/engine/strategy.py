@@ -67,7 +67,7 @@ class OneProcess:
         return decide()
 
     def wrap(self, job: Job, cfg: Config, precision: str) -> Any:
-        return maybe_compile(job.model, cfg.train.compile)
+        return maybe_compile(job.model, cfg.train)
 
     def checkpoint_state(self, app_state: dict[str, Any], model: torch.nn.Module,
                          optimizer: torch.optim.Optimizer) -> dict[str, Any]:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
 from trainwell.errors import ConfigError
+
+if TYPE_CHECKING:
+    from trainwell.config.schema import TrainConfig
 
 
 def apply_activation_checkpointing(model: torch.nn.Module, every: int) -> int:
@@ -48,6 +52,7 @@ def remove_activation_checkpointing(model: torch.nn.Module) -> None:
         block.__dict__.pop("forward", None)
 
 
-def maybe_compile(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
-    """The module to run the training step with (parameters are shared with ``model``)."""
-    return torch.compile(model) if enabled else model
+def maybe_compile(model: torch.nn.Module, train: TrainConfig) -> torch.nn.Module:
+    """The module to run the training step with (parameters are shared with ``model``): compiled with
+    ``train.compile_backend`` when ``train.compile`` is on."""
+    return torch.compile(model, backend=train.compile_backend) if train.compile else model
