@@ -18,15 +18,28 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (mallo
 SLACK = 2.0  # what the default heap may hold over the live peak (measured up to 1.8x; see the module doc)
 
 
+def _libc():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+def trim() -> None:
+    """Give the heap's free pages back to the system now (glibc's malloc_trim; nothing elsewhere)."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
 def return_freed_memory() -> bool:
     """Switch this process's glibc malloc to returning freed blocks of 64 KiB and more at once, and
     trim its heap now; False where that is not glibc."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt, trim = libc.mallopt, libc.malloc_trim
-    except (OSError, AttributeError):
+    libc = _libc()
+    if libc is None:
         return False
-    ok = mallopt(M_MMAP_THRESHOLD, 64 * 1024) == 1 and mallopt(M_TRIM_THRESHOLD, 1024 * 1024) == 1
+    ok = libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024) == 1 and libc.mallopt(M_TRIM_THRESHOLD, 1024 * 1024) == 1
     if ok:
-        trim(0)
+        libc.malloc_trim(0)
     return ok
