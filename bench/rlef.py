@@ -16,6 +16,7 @@ greedy) on held-out instances and held-out templates; plus executions/s and the 
 spent in the sandbox, and HumanEval pass@1 of the GRPO model (prompts cut to the context: ~0 at this size).
 
     python bench/rlef.py [--pretrain-steps 600] [--sft-steps 1500] [--rl-steps 150] [--out runs/bench-rlef]
+                         [--threads 0]
     python bench/rlef.py --quick        # a minute's check that every arm runs (numbers meaningless)
 """
 
@@ -162,6 +163,8 @@ def main() -> None:
     ap.add_argument("--rl-steps", type=int, default=150)
     ap.add_argument("--samples", type=int, default=8, help="samples per held-out task for pass@1")
     ap.add_argument("--out", default="runs/bench-rlef")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads for training and sampling (0 = torch's "
+                    "default); the sandbox's workers are processes of their own")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--evaluate", nargs="*", metavar="ARM",
                     help="only evaluate the arms already trained in --out (e.g. after an interrupted run)")
@@ -170,6 +173,9 @@ def main() -> None:
     if args.quick:
         args.pretrain_steps, args.sft_steps, args.rl_steps, args.samples = 10, 20, 2, 2
     out = Path(args.out)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        MODEL.append(f"train.threads={args.threads}")
     train_rows, held = exec_rows()
     inst = [r for r in held if r["split"] == "heldout_instances"]
     tmpl = [r for r in held if r["split"] == "heldout_templates"]

@@ -201,7 +201,7 @@ def ours_sets(kind: str, work: Path, steps: int, model: str, **extra: object) ->
     }
     if kind == "dpo":
         values.update({"data.path": str(work / "pairs_train.jsonl"), "data.eval_path": str(work / "pairs_eval.jsonl"),
-                       "train.batch_size": 16, "eval.batches": 4, "objective.beta": 0.1})
+                       "train.batch_size": 16, "eval.batches": 16, "objective.beta": 0.1})
     else:
         values.update({"data.path": str(work / "prompts_train.jsonl"), "data.eval_path": str(work / "prompts_eval.jsonl"),
                        "data.max_new_tokens": 64, "data.eval_prompts": 64, "data.eval_rewards": [],
