@@ -170,6 +170,20 @@ def test_hugging_face_causal_lm_samples_in_batches_with_its_own_cache(hf_gpt2):
         generate(model, prompts, max_new_tokens=20, temperature=0, stop_ids=[stop], use_cache=False).ids
 
 
+@pytest.mark.parametrize("keep", [False, True])
+def test_hugging_face_causal_lm_dropout_is_off_unless_asked_for(hf_gpt2, keep):
+    from trainwell.config import load_config
+    from trainwell.models.hf import build_hf_causal
+
+    model = build_hf_causal(load_config("code_sft", ["model.name=hf_causal", f"model.path={json.dumps(str(hf_gpt2))}",
+                                                     f"model.keep_dropout={str(keep).lower()}"]).model)
+    rates = {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}
+    assert rates and (max(rates) > 0) == keep
+    model.train()
+    ids = torch.randint(0, 20, (2, 8))
+    assert torch.equal(model(ids), model(ids)) != keep  # without dropout, training forwards are deterministic
+
+
 def test_hugging_face_causal_lm_sft_then_dpo_with_lora_adapters_as_the_reference(tmp_path, pref, hf_gpt2):
     hf = dict(model__name="hf_causal", model__path=str(hf_gpt2), train__init_from="")
     sft = trainwell.train("code_sft", pref("sft", **hf), run_dir=tmp_path / "sft")

@@ -148,4 +148,8 @@ def build_hf_causal(cfg: Any, **_: object) -> HFCausalLM:
         lm = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.from_pretrained(
             str(folder), local_files_only=True))
     lm.config.use_cache = False  # training forwards; generation passes use_cache itself (HFCausalLM.forward)
+    if not cfg.keep_dropout:  # the modules' p: HF's attention passes attn_dropout.p to SDPA as well
+        for m in lm.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = 0.0
     return HFCausalLM(lm)
