@@ -600,9 +600,9 @@ class HFCausalConfig:
     path: str = opt("", "local folder with config.json, model.safetensors and the tokenizer (nothing is "
                     "downloaded)")
     pretrained: bool = opt(True, "load the folder's weights (false: same architecture, random init)")
-    keep_dropout: bool = opt(False, "keep the folder's dropout in training (off by default, as TRL's trainers turn it "
-                        "off: with dropout the policy's log-probs are noisy against the reference's and the "
-                        "sampler's)")
+    keep_dropout: bool = opt(False, "keep the folder's dropout in training (off by default, as TRL's trainers "
+                             "turn it off: with dropout the policy's log-probs are noisy against the "
+                             "reference's and the sampler's)")
 
 
 @dataclass

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 SLACK = 2.0  # what the default heap may hold over the live peak (measured up to 1.8x; see the module doc)
 
 
-def _libc():
+@functools.cache
+def _libc():  # glibc, or None where malloc is another one
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
