@@ -93,6 +93,22 @@ def test_evaluation_only_keys_are_not_in_the_hash_and_may_change_on_resume(tmp_p
         check_same_config(tmp_path, old, load_config("cartpole_ppo", ["data.gamma=0.9"]))
 
 
+def test_a_key_added_after_the_checkpoint_resumes_at_its_default(tmp_path):
+    """A checkpoint of an older trainwell lacks the keys added since: at their defaults they match."""
+    from trainwell.config import trajectory_items
+    from trainwell.engine.restore import check_same_config
+    from trainwell.errors import CheckpointError
+
+    sets = ["model.name=hf_causal", "model.path=/models/gpt2"]
+    cfg = load_config("code_sft", sets)
+    older = {k: v for k, v in trajectory_items(cfg).items() if k != "model.keep_dropout"}
+    check_same_config(tmp_path, {"meta": {"config": older}}, cfg)
+    with pytest.raises(CheckpointError, match=r"model.keep_dropout \(None -> True\)"):
+        check_same_config(tmp_path, {"meta": {"config": older}}, load_config("code_sft", [*sets, "model.keep_dropout=true"]))
+    with pytest.raises(CheckpointError, match="optim.lr"):  # a key the checkpoint has is still compared
+        check_same_config(tmp_path, {"meta": {"config": {**older, "optim.lr": 1.0}}}, cfg)
+
+
 def test_import_path_sections_keep_their_keys_and_round_trip():
     from trainwell.config import to_toml
 

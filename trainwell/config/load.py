@@ -277,13 +277,28 @@ def non_trajectory_keys(cfg: Config) -> frozenset[str]:
 
 def _walk(obj: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
     """(flat key, value, field metadata) of every leaf of a config instance."""
-    rows: list[tuple[str, Any, Any]] = []
+    return [(k, v, f.metadata) for k, v, f in _fields(obj, prefix)]
+
+
+def default_items(cfg: Config) -> dict[str, Any]:
+    """Each flat key's default in its section's schema (for the section variants ``cfg`` holds)."""
+    out: dict[str, Any] = {}
+    for key, _, f in _fields(cfg):
+        if f.default is not dataclasses.MISSING:
+            out[key] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[key] = f.default_factory()
+    return out
+
+
+def _fields(obj: Any, prefix: str = "") -> list[tuple[str, Any, dataclasses.Field]]:
+    rows: list[tuple[str, Any, dataclasses.Field]] = []
     for f in fields(obj):
         value = getattr(obj, f.name)
         if is_dataclass(value):
-            rows.extend(_walk(value, f"{prefix}{f.name}."))
+            rows.extend(_fields(value, f"{prefix}{f.name}."))
         else:
-            rows.append((f"{prefix}{f.name}", value, f.metadata))
+            rows.append((f"{prefix}{f.name}", value, f))
     return rows
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from trainwell import checkpoint as ckpt
 from trainwell.config import Config, trajectory_items
-from trainwell.config.load import non_trajectory_keys
+from trainwell.config.load import default_items, non_trajectory_keys
 from trainwell.errors import CheckpointError
 
 
@@ -33,12 +33,20 @@ def check_same_config(path: Path, manifest: dict[str, Any], cfg: Config) -> None
     """Refuse to resume with changed training settings (keys that change the trajectory).
 
     Keys that only affect evaluation, logging or checkpointing may change; so may keys an older
-    trainwell counted in the trajectory and this one does not (e.g. ``data.eval_episodes``).
+    trainwell counted in the trajectory and this one does not (e.g. ``data.eval_episodes``). A key
+    added to trainwell after the checkpoint was written is taken at its default: a run resumes
+    across an upgrade unless that key was set to something else.
     """
     saved = manifest.get("meta", {}).get("config", {})
     now = trajectory_items(cfg)
     free = non_trajectory_keys(cfg)
-    diff = sorted(k for k in set(saved) | set(now) if k not in free and saved.get(k) != now.get(k))
+    defaults = default_items(cfg)
+    missing = object()
+
+    def was(k: str) -> Any:
+        return saved[k] if k in saved else defaults.get(k, missing)
+
+    diff = sorted(k for k in set(saved) | set(now) if k not in free and was(k) != now.get(k, missing))
     if diff:
         shown = ", ".join(f"{k} ({saved.get(k)!r} -> {now.get(k)!r})" for k in diff[:4])
         raise CheckpointError(f"checkpoint {path} was written by a different config: {shown}; "
