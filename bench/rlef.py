@@ -1,7 +1,9 @@
 """Learning from execution feedback on the exec_tasks family: does RL on test results beat SFT?
 
 Arms, all from one SFT run on the reference solutions of a character GPT pretrained briefly on the
-stdlib's source (the default recipe with context 256, so multi-turn episodes fit):
+stdlib's source (the default recipe with context 256, so multi-turn episodes fit). SFT learns on the
+family's `train` tasks (constants 1-19 but the others, with solutions), RL on its `rl` tasks
+(constants 6, 9, 15, 18, tests only); both are scored on held-out constants (4, 7, 11, 12) and templates:
 
     sft            the SFT run alone
     sft_longer     SFT run again with as many more steps as GRPO's wall time buys (same compute)
@@ -149,7 +151,11 @@ def rollout_executions(run_dir: Path) -> int:
     return int(max(rollouts)) * cfg.data.prompts_per_rollout * cfg.data.group_size
 
 
-def train(recipe: str, sets: list[str], run_dir: Path) -> float:
+def train(recipe: str, sets: list[str], run_dir: Path, keep: bool = False) -> float:
+    """Train a run from scratch; its wall seconds. ``keep``: an earlier run in run_dir is reused."""
+    if keep and (run_dir / "summary.json").is_file():
+        print(f"{run_dir}: kept from an earlier invocation (--keep)")
+        return float(json.loads((run_dir / "summary.json").read_text())["wall_seconds"])
     shutil.rmtree(run_dir, ignore_errors=True)
     t0 = time.perf_counter()
     trainwell.train(recipe, sets, run_dir=run_dir)
@@ -168,6 +174,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--evaluate", nargs="*", metavar="ARM",
                     help="only evaluate the arms already trained in --out (e.g. after an interrupted run)")
+    ap.add_argument("--keep", nargs="*", default=[], choices=["pretrain", "sft"],
+                    help="reuse these stages already trained in --out (their recorded wall time counts)")
     ap.add_argument("--k", type=int, default=0, help="with --evaluate: best-of-k's k (default: GRPO's executions)")
     args = ap.parse_args()
     if args.quick:
@@ -176,12 +184,13 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
         MODEL.append(f"train.threads={args.threads}")
-    train_rows, held = exec_rows()
+    sft_rows, held = exec_rows("train")
+    rl_rows, _ = exec_rows("rl")
     inst = [r for r in held if r["split"] == "heldout_instances"]
     tmpl = [r for r in held if r["split"] == "heldout_templates"]
-    seen = train_rows[:100]
+    seen, rl_seen = sft_rows[:100], rl_rows[:100]
     if args.quick:
-        inst, tmpl, seen = inst[:8], tmpl[:8], seen[:8]
+        inst, tmpl, seen, rl_seen = inst[:8], tmpl[:8], seen[:8], rl_seen[:8]
     common = MODEL + [f"data.max_new_tokens={MAX_NEW}"]
     rl = common + [f"train.init_from={str(out / 'sft')!r}", f"train.steps={args.rl_steps}",
                    f"eval.every={max(args.rl_steps, 1)}", f"checkpoint.every={max(args.rl_steps, 1)}"]
@@ -192,10 +201,11 @@ def main() -> None:
     if args.evaluate is None:
         t_pre = train("default", MODEL + [f"train.steps={args.pretrain_steps}", "eval.every=100000",
                                           f"checkpoint.every={args.pretrain_steps}", "schedule.warmup_steps=50"],
-                      out / "pretrain")
+                      out / "pretrain", keep="pretrain" in args.keep)
         common += [f"train.init_from={str(out / 'pretrain')!r}"]
         t_sft = train("code_exec_sft", common + [f"train.steps={args.sft_steps}", "eval.every=100000",
-                                                  f"checkpoint.every={args.sft_steps}"], out / "sft")
+                                                  f"checkpoint.every={args.sft_steps}"], out / "sft",
+                      keep="sft" in args.keep)
         reward.stats.update(programs=0, seconds=0.0)
         t_grpo = train("code_exec_grpo", rl, out / "grpo")
         executions, in_sandbox = reward.stats["programs"], reward.stats["seconds"]
@@ -219,7 +229,7 @@ def main() -> None:
             continue
         p = Policy(out / arm)
         row = {name: pass1(p, rows, args.samples, 1.0) for name, rows in
-               (("train", seen), ("heldout_instances", inst), ("heldout_templates", tmpl))}
+               (("sft_tasks", seen), ("rl_tasks", rl_seen), ("heldout_instances", inst), ("heldout_templates", tmpl))}
         row["heldout_greedy"] = pass1(p, inst + tmpl, 1, 0.0)
         if "turns" in arm:
             row["heldout_3_turns"] = pass1_turns(p, inst + tmpl, 3)

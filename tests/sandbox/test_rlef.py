@@ -8,7 +8,7 @@ import json
 import pytest
 
 import trainwell
-from trainwell.data.exec_tasks import HELDOUT_CONSTANTS, HELDOUT_NAMES, HELDOUT_TEMPLATES, family
+from trainwell.data.exec_tasks import HELDOUT_CONSTANTS, HELDOUT_NAMES, HELDOUT_TEMPLATES, RL_CONSTANTS, SFT_CONSTANTS, family
 from trainwell.paradigms.rewards import SHIPPED
 from trainwell.sandbox.reward import execution, execution_passed, sandbox
 from trainwell.sandbox.tasks import Task, run
@@ -19,14 +19,16 @@ def columns(rows):
 
 
 def test_task_family_splits_are_disjoint_and_its_references_pass():
-    f = family(train=300, heldout=40)
+    f = family(train=300, rl=100, heldout=40)
     held_templates = {t[0] for t in HELDOUT_TEMPLATES}
-    for r in f["train"]:
+    constant = lambda r: int(r["task_id"].split("/")[3])  # noqa: E731  (task_id: split/n/template/C/name)
+    for r in f["train"] + f["rl"]:
         assert r["entry_point"] not in HELDOUT_NAMES and r["template"] not in held_templates
-        assert int(r["task_id"].split("/")[3]) not in HELDOUT_CONSTANTS  # task_id: split/n/template/C/name
+        assert constant(r) not in HELDOUT_CONSTANTS
+    assert {constant(r) for r in f["train"]} == set(SFT_CONSTANTS) and {constant(r) for r in f["rl"]} == set(RL_CONSTANTS)
     assert all(r["entry_point"] in HELDOUT_NAMES for r in f["heldout_instances"])
     assert {r["template"] for r in f["heldout_templates"]} <= held_templates
-    rows = f["train"][:60] + f["heldout_instances"][:20] + f["heldout_templates"][:20]
+    rows = f["train"][:40] + f["rl"][:20] + f["heldout_instances"][:20] + f["heldout_templates"][:20]
     for r in rows:  # the docstring's example is never a hidden test
         example = r["prompt"].split(f"{r['entry_point']}(")[2].split(") ==")[0]
         assert [json.loads(example)] not in r["inputs"]
@@ -95,9 +97,10 @@ def test_builtin_exec_tasks_are_loaded_for_sft_and_prompts():
     from trainwell.config import load_config
     from trainwell.data.completions import load_rows
 
-    for recipe in ("code_exec_sft", "code_exec_grpo"):
+    for recipe, split, n in (("code_exec_sft", "train", 2000), ("code_exec_grpo", "rl", 1000)):
         train, held, info = load_rows(load_config(recipe, []).data)
-        assert info["builtin"] == "exec_tasks" and len(train) == 2000 and len(held) == 200
+        assert info["builtin"] == "exec_tasks" and info["split"] == split and len(train) == n and len(held) == 200
+        assert {r["split"] for r in train} == {split}
         assert {"prompt", "completion", "entry_point", "inputs", "outputs"} <= set(train[0])
 
 

@@ -114,8 +114,9 @@ def load_rows(d: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[
         if d.eval_path or kind == "pairs":
             raise DataError("data.builtin = 'exec_tasks' has prompt/completion rows (sft) and prompt rows with "
                             "hidden tests (prompts), no pairs, and no data.eval_path (its held-out splits are built in).")
-        train, held = exec_rows()
-        source = {"builtin": "exec_tasks"}
+        split = "rl" if kind == "prompts" else "train"  # RL learns on tasks SFT never saw solved
+        train, held = exec_rows(split)
+        source = {"builtin": "exec_tasks", "split": split}
     else:
         from trainwell.data.code_tasks import stdlib_rows
 

@@ -8,9 +8,17 @@ docstring with one example, checked by hidden input/output pairs in the sandbox.
 A task is a template (the operation, e.g. ``x + C``), a constant C and a function name (a word that
 says nothing about the operation). Three splits, so generalisation can be measured apart from recall:
 
-    train               train templates, train constants (1-9 but 4 and 7), train names
+    train               train templates, SFT constants (1-19 but the RL and held-out ones), train
+                        names: the tasks with a reference solution (SFT trains on them)
+    rl                  train templates, RL constants (6, 9, 15, 18), train names: tasks with tests
+                        but no solution shown, the prompts RL learns on (RL on the SFT tasks
+                        themselves has nothing to learn: a model fitted to their solutions passes them all)
     heldout_instances   train templates, held-out constants (4, 7, 11, 12) and held-out names
     heldout_templates   templates never trained on (compositions of trained ones), any constant
+
+Every digit of a held-out or RL constant is written in some SFT solution (4 in 14, 7 in 17), so
+copying the constant from the docstring can generalise; the single digits 4, 6, 7 and 9 are never a
+whole SFT constant.
 
 Each row is a task in the formats of ``trainwell execute`` (task_id, prompt, entry_point, inputs,
 outputs, canonical_solution; visible_inputs/visible_outputs: the docstring's example, the feedback of
@@ -47,8 +55,10 @@ HELDOUT_TEMPLATES: list[Template] = [
     ("clt", "xs", "how many of xs are below {c}", "return sum(1 for v in xs if v < {c})",
      lambda xs, c: sum(1 for v in xs if v < c)),
 ]
-TRAIN_CONSTANTS = [1, 2, 3, 5, 6, 8, 9]
 HELDOUT_CONSTANTS = [4, 7, 11, 12]
+RL_CONSTANTS = [6, 9, 15, 18]
+SFT_CONSTANTS = [c for c in range(1, 20) if c not in HELDOUT_CONSTANTS + RL_CONSTANTS]
+TRAIN_CONSTANTS = SFT_CONSTANTS + RL_CONSTANTS
 NAMES = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
          "quebec romeo sierra tango uniform victor whiskey xray yankee zulu amber basil cedar dune ember fern "
          "grove heath iris jade kelp lotus moss nova opal pine quartz reed sage thorn umber vale willow yew "
@@ -79,15 +89,16 @@ def task(t: Template, c: int, name: str, rng: random.Random, split: str, n: int)
             "template": tid, "split": split}
 
 
-def family(train: int = 2000, heldout: int = 100, seed: int = 0) -> dict[str, list[dict[str, Any]]]:
-    """The three splits (deterministic for a seed)."""
+def family(train: int = 2000, rl: int = 1000, heldout: int = 100, seed: int = 0) -> dict[str, list[dict[str, Any]]]:
+    """The four splits (deterministic for a seed)."""
     rng = random.Random(seed)
     train_names = [n for n in NAMES if n not in HELDOUT_NAMES]
     held_names = sorted(HELDOUT_NAMES)
-    out: dict[str, list[dict[str, Any]]] = {"train": [], "heldout_instances": [], "heldout_templates": []}
-    for i in range(train):
-        out["train"].append(task(rng.choice(TRAIN_TEMPLATES), rng.choice(TRAIN_CONSTANTS), rng.choice(train_names),
-                                 rng, "train", i))
+    out: dict[str, list[dict[str, Any]]] = {"train": [], "rl": [], "heldout_instances": [], "heldout_templates": []}
+    for split, n, constants in (("train", train, SFT_CONSTANTS), ("rl", rl, RL_CONSTANTS)):
+        for i in range(n):
+            out[split].append(task(rng.choice(TRAIN_TEMPLATES), rng.choice(constants), rng.choice(train_names),
+                                   rng, split, i))
     for i in range(heldout):
         out["heldout_instances"].append(task(rng.choice(TRAIN_TEMPLATES), rng.choice(HELDOUT_CONSTANTS),
                                              rng.choice(held_names), rng, "heldout_instances", i))
@@ -96,11 +107,12 @@ def family(train: int = 2000, heldout: int = 100, seed: int = 0) -> dict[str, li
     return out
 
 
-def exec_rows(eval_rows: int = 200, seed: int = 0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(train rows, held-out rows: the held-out instances and templates, alternating)."""
+def exec_rows(split: str = "train", eval_rows: int = 200, seed: int = 0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the rows of ``split``: train for SFT, rl for RL; held-out rows: the held-out instances and
+    templates, alternating)."""
     f = family(heldout=max(1, eval_rows // 2), seed=seed)
     held = [r for pair in zip(f["heldout_instances"], f["heldout_templates"]) for r in pair]
-    return f["train"], held
+    return f[split], held
 
 
 def main(argv: list[str]) -> None:
