@@ -3,7 +3,18 @@ exist, so `from conftest import ...` would depend on which one pytest imported f
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+
+
+def needs(*modules: str):
+    """A skip mark for tests that need optional packages, checked without importing them: a module-level
+    ``pytest.importorskip`` imports the package in every worker while it collects (peft alone takes
+    ~5 s to import: torchao, bitsandbytes and torch._dynamo)."""
+    import pytest
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    return pytest.mark.skipif(bool(missing), reason=f"needs {', '.join(missing)}")
 
 
 # The memory check (train.memory_check: a simulated step before the real one) costs ~0.8 s of CPU per

@@ -13,8 +13,9 @@ import torch
 import trainwell
 from trainwell.errors import ConfigError
 
-transformers = pytest.importorskip("transformers")
-pytest.importorskip("peft")
+from tinyrun import needs
+
+pytestmark = needs("transformers", "peft")
 
 WORDS = {"code": "def class return import lambda yield async await".split(),
          "prose": "the king queen lord love night sweet death".split()}
@@ -22,6 +23,8 @@ WORDS = {"code": "def class return import lambda yield async await".split(),
 
 @pytest.fixture(scope="module")
 def hf_folder(tmp_path_factory) -> Path:
+    import transformers
+
     folder = tmp_path_factory.mktemp("hf") / "tiny-bert"
     folder.mkdir()
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(w for ws in WORDS.values() for w in ws)

@@ -9,8 +9,9 @@ import torch
 from trainwell.adapters import adapt
 from trainwell.config.schema import AdapterConfig, GPTConfig
 from trainwell.models.gpt import build_gpt
+from tinyrun import needs
 
-pytest.importorskip("peft")
+pytestmark = needs("peft")
 
 
 def tiny_gpt() -> torch.nn.Module:

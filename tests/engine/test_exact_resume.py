@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from trainwell.checkpoint import list_checkpoints
 
-STEPS = 300
+STEPS = 150  # long enough for two kills and three epochs of the digits runs; kills land early (after the first new checkpoint)
 
 # recipe -> overrides. Text recipes: beyond the tiny text setup (dropout exercises the RNG streams,
 # grad_accum the micro-batch boundary). Others: raw keys, after the loop settings below (small
@@ -77,7 +77,7 @@ CHECKED = {"gpt", "ppo"}
 # a recipe, and as Python objects handed to trainwell.fit() by a script of the user's
 BYO = Path(__file__).parents[1] / "paradigms"
 CASES["byo"] = (str(BYO / "byo.toml"), {})
-SCRIPTS = {"fit": [str(BYO / "test_byo.py"), "fit"]}  # trainwell.fit(..., checkpoint.every=7, 300 steps)
+SCRIPTS = {"fit": [str(BYO / "test_byo.py"), "fit", "--steps", str(STEPS)]}  # trainwell.fit(..., checkpoint.every=7)
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BYO), os.environ.get("PYTHONPATH", "")])}
 
 

@@ -9,17 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-transformers = pytest.importorskip("transformers")
-peft = pytest.importorskip("peft")
+import trainwell
+from tinyrun import needs, tiny_sets
+from trainwell.cli import app
+from trainwell.config import load_config, to_toml
+from trainwell.inference import load_for_inference
+from trainwell.export.hf import ExportError, export_hf
 
-import trainwell  # noqa: E402
-from tinyrun import tiny_sets  # noqa: E402
-from trainwell.cli import app  # noqa: E402
-from trainwell.config import load_config, to_toml  # noqa: E402
-from trainwell.inference import load_for_inference  # noqa: E402
-from trainwell.export.hf import ExportError, export_hf  # noqa: E402
-
-pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")  # peft vs transformers 5
+pytestmark = [needs("transformers", "peft"),  # imported where used: peft takes ~5 s to import
+              pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")]  # peft vs transformers 5
 
 PROMPTS = ["def ", "    return self."]
 NEW_TOKENS = 12  # prompt + continuation stay within the tiny models' 32-token context
@@ -72,6 +70,7 @@ def greedy(model, tok, prompt: str) -> str:
 
 
 def check_round_trip(run: Path, folder: Path, *, merge: bool = False, adapter: bool = False) -> None:
+    import peft
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(folder).eval()
@@ -97,7 +96,9 @@ def test_plain_gpt_round_trips(paradigm_run, tmp_path):
     folder = tmp_path / "hf"
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md"} <= \
         {p.name for p in folder.iterdir()}
-    cfg = transformers.AutoConfig.from_pretrained(folder)
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(folder)
     assert (cfg.model_type, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.n_positions, cfg.vocab_size) == ("gpt2", 2, 2, 32, 32, 44)
     assert cfg.activation_function == "gelu" and cfg.tie_word_embeddings and cfg.layer_norm_epsilon == 1e-5
     from safetensors import safe_open
@@ -124,8 +125,10 @@ def test_tokenizer_is_the_runs_character_vocabulary(paradigm_run, tmp_path):
 
 def test_biases_and_untied_embeddings_round_trip(untied_run, tmp_path):
     folder = tmp_path / "hf"
+    from transformers import AutoConfig
+
     export_hf(untied_run, folder)
-    cfg = transformers.AutoConfig.from_pretrained(folder)
+    cfg = AutoConfig.from_pretrained(folder)
     assert not cfg.tie_word_embeddings
     check_round_trip(untied_run, folder)
     sample = trainwell.generate(untied_run, "def ", max_new_tokens=NEW_TOKENS, temperature=0)["samples"][0]
@@ -145,7 +148,9 @@ def test_lora_merged_and_as_base_plus_peft_adapter(lora_run, tmp_path):
     ids = torch.arange(32).remainder(44).unsqueeze(0)
     base_only = hf_logits(AutoModelForCausalLM.from_pretrained(split).eval(), ids)
     assert (base_only - our_logits(lora_run, ids, merge=True)).abs().max() > 1e-3
-    cfg = peft.PeftConfig.from_pretrained(split / "adapter")
+    from peft import PeftConfig
+
+    cfg = PeftConfig.from_pretrained(split / "adapter")
     assert cfg.fan_in_fan_out and set(cfg.target_modules) >= {"transformer.h.0.attn.c_attn", "transformer.h.1.mlp.c_fc"}
 
 
