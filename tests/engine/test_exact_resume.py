@@ -8,12 +8,14 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
 
+from conftest import run_cli_here
 from trainwell.checkpoint import list_checkpoints
 
 STEPS = 150  # long enough for two kills and three epochs of the digits runs; kills land early (after the first new checkpoint)
@@ -62,7 +64,7 @@ PREF = {
     # 4 prompts x 2 completions, one step per rollout, KL to a frozen reference
     "grpo": {"objective.reward_funcs": ["pref_rewards:spaces"], "objective.beta": 0.04, "train.steps": 100},
 }
-LOOP = {"train.steps": STEPS, "train.epochs": 0, "train.threads": 1, "checkpoint.every": 7, "eval.every": 50,
+LOOP = {"train.steps": STEPS, "train.epochs": 0, "train.threads": 1, "train.precision": "fp32", "checkpoint.every": 7, "eval.every": 50,
         "log.tensorboard": "false", "log.plots": "false"}
 TOTALS = {"ppo": 400, "dqn": 403, "placement": 384, "pref-ppo": 160, "pref-grpo": 100}
 # kills per case: every case is killed once at a random instant and resumed; a resumed run being
@@ -124,44 +126,30 @@ def assert_identical(a: dict, b: dict) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", [*TEXT, *CASES, *SCRIPTS, *(f"pref-{s}" for s in PREF)])
-def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path, tiny, case, request):
+def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path, tiny, case, request, monkeypatch):
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     pref = request.getfixturevalue("pref") if case.startswith("pref-") else None
-    # the uninterrupted run trains beside the killed one (one thread each: the two cores of CI)
-    # (its stderr goes to a file: a pipe nobody reads while it runs could fill and stall it)
-    log = open(tmp_path / "reference.log", "w")
-    reference = subprocess.Popen([sys.executable, *commands(case, tiny, ref, pref)[0]], stdout=subprocess.DEVNULL,
-                                 stderr=log, env=ENV)
-
-    rng = random.Random(os.getpid() ^ int(time.time()))
+    request.getfixturevalue("auto_precision")  # "auto" decides here as in the killed run's processes
+    monkeypatch.syspath_prepend(str(BYO))  # the user's modules, found here as ENV's PYTHONPATH finds them there
     total = TOTALS.get(case, STEPS)
-    kills = 0
-    cmd, resume = commands(case, tiny, killed, pref)
-    for attempt in range(KILLS.get(case, 1)):  # killed in the first run (and again in its resumed run)
-        proc = start(cmd)
-        # wait until this attempt has written at least one new checkpoint, then kill at a random instant
-        before = {p.name for p in list_checkpoints(killed / "checkpoints")} if killed.exists() else set()
-        deadline = time.time() + 300
-        while time.time() < deadline and proc.poll() is None:
-            now = {p.name for p in list_checkpoints(killed / "checkpoints")} if killed.exists() else set()
-            if now - before:
-                break
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.6))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            kills += 1
+    # the killed run's processes are started, killed and resumed from a thread while the uninterrupted
+    # run trains in this process (one thread each: the two cores of CI; an interpreter start less)
+    outcome: dict = {}
+    chain = threading.Thread(target=lambda: outcome.update(kill_and_resume(case, tiny, killed, pref)))
+    chain.start()
+    try:
+        if case in SCRIPTS:
+            from test_byo import fit_here
+
+            fit_here(str(ref), steps=STEPS)
         else:
-            assert proc.returncode == 0, proc.stderr.read()
-            break
-        cmd = resume
-    assert kills >= 1, "the run finished before it could be killed; raise STEPS"
-    if proc.returncode != 0:  # last attempt was killed: finish the run
-        done = subprocess.run([sys.executable, *cmd], capture_output=True, text=True, timeout=600, env=ENV)
-        assert done.returncode == 0, done.stderr
-    assert reference.wait(600) == 0, (tmp_path / "reference.log").read_text()[-3000:]
-    log.close()
+            done = run_cli_here(*commands(case, tiny, ref, pref)[0][2:])  # without "-m trainwell"
+            assert done.returncode == 0, done.stderr[-3000:]
+    finally:
+        chain.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    assert outcome["kills"] >= 1, "the run finished before it could be killed; raise STEPS"
 
     newest = lambda run: max(run.glob("checkpoints/step-*"), key=lambda p: int(p.name.split("-")[1])).name  # noqa: E731
     assert newest(ref) == newest(killed) == f"step-{total}"
@@ -173,3 +161,37 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path, tiny, c
     steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()
              if "train/loss" in line]
     assert steps == sorted(set(steps)) and steps[-1] == total
+
+
+def kill_and_resume(case: str, tiny, killed: Path, pref) -> dict:
+    """Start the run, SIGKILL it at a random instant after a new checkpoint (again in its resumed run
+    for the KILLS cases), and resume it to the end; {"kills": n} or {"error": the failure}."""
+    try:
+        rng = random.Random(os.getpid() ^ int(time.time()))
+        kills = 0
+        cmd, resume = commands(case, tiny, killed, pref)
+        for attempt in range(KILLS.get(case, 1)):  # killed in the first run (and again in its resumed run)
+            proc = start(cmd)
+            # wait until this attempt has written at least one new checkpoint, then kill at a random instant
+            before = {p.name for p in list_checkpoints(killed / "checkpoints")} if killed.exists() else set()
+            deadline = time.time() + 300
+            while time.time() < deadline and proc.poll() is None:
+                now = {p.name for p in list_checkpoints(killed / "checkpoints")} if killed.exists() else set()
+                if now - before:
+                    break
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, 0.6))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                kills += 1
+            else:
+                assert proc.returncode == 0, proc.stderr.read()
+                break
+            cmd = resume
+        if kills and proc.returncode != 0:  # last attempt was killed: finish the run
+            done = subprocess.run([sys.executable, *cmd], capture_output=True, text=True, timeout=600, env=ENV)
+            assert done.returncode == 0, done.stderr
+        return {"kills": kills}
+    except BaseException as e:  # noqa: BLE001 - raised again by the test, in its own thread
+        return {"error": e}
