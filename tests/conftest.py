@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tinyrun import pref_rows, pref_sets, tiny_sets  # noqa: E402  (tests/ is on sys.path: pytest puts the rootdir conftest's folder there)
+from tinyrun import pref_rows, pref_sets, run_cli_here, tiny_sets  # noqa: E402  (tests/ is on sys.path: pytest puts the rootdir conftest's folder there)
 
 # Every test (and every subprocess a test starts) uses a private cache, never ~/.cache; each pytest-xdist
 # worker its own (a worker inherits the controller's environment, so a setdefault would share one).
@@ -117,22 +117,6 @@ def run_cli(*args: str, timeout: float = 300, **kw) -> "subprocess.CompletedProc
 @pytest.fixture
 def cli():
     return run_cli
-
-
-def run_cli_here(*args: str) -> "subprocess.CompletedProcess[str]":
-    """The CLI in this process (no interpreter start: ~3 s less), for commands that stop before they
-    train. Only what reaches the user counts: the exit status and the two streams; an exception that
-    escaped the CLI's own handling fails the test instead of passing as a non-zero exit."""
-    import subprocess
-
-    from typer.testing import CliRunner
-
-    from trainwell.cli import app
-
-    result = CliRunner().invoke(app, list(args))
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
 @pytest.fixture

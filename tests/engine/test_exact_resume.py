@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from conftest import run_cli_here
+from tinyrun import run_cli_here
 from trainwell.checkpoint import list_checkpoints
 
 STEPS = 150  # long enough for two kills and three epochs of the digits runs; kills land early (after the first new checkpoint)
