@@ -18,7 +18,7 @@ greedy) on held-out instances and held-out templates; plus executions/s and the 
 spent in the sandbox, and HumanEval pass@1 of the GRPO model (prompts cut to the context: ~0 at this size).
 
     python bench/rlef.py [--pretrain-steps 600] [--sft-steps 1500] [--rl-steps 150] [--out runs/bench-rlef]
-                         [--threads 0]
+                         [--threads 0] [--seed 0] [--keep pretrain sft]
     python bench/rlef.py --quick        # a minute's check that every arm runs (numbers meaningless)
 """
 
@@ -171,6 +171,8 @@ def main() -> None:
     ap.add_argument("--out", default="runs/bench-rlef")
     ap.add_argument("--threads", type=int, default=0, help="torch threads for training and sampling (0 = torch's "
                     "default); the sandbox's workers are processes of their own")
+    ap.add_argument("--seed", type=int, default=0, help="train.seed of SFT and RL (0 = the recipes' own, 1337); "
+                    "pretraining keeps its own")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--evaluate", nargs="*", metavar="ARM",
                     help="only evaluate the arms already trained in --out (e.g. after an interrupted run)")
@@ -191,7 +193,7 @@ def main() -> None:
     seen, rl_seen = sft_rows[:100], rl_rows[:100]
     if args.quick:
         inst, tmpl, seen, rl_seen = inst[:8], tmpl[:8], seen[:8], rl_seen[:8]
-    common = MODEL + [f"data.max_new_tokens={MAX_NEW}"]
+    common = MODEL + [f"data.max_new_tokens={MAX_NEW}"] + ([f"train.seed={args.seed}"] if args.seed else [])
     rl = common + [f"train.init_from={str(out / 'sft')!r}", f"train.steps={args.rl_steps}",
                    f"eval.every={max(args.rl_steps, 1)}", f"checkpoint.every={max(args.rl_steps, 1)}"]
     if args.quick:

@@ -1,8 +1,9 @@
 """Bad input: one clear sentence, a non-zero exit, no traceback, nothing lost.
 
-Commands that train, and the first checks (malformed recipe, unknown key), run as real processes;
-the other refusals run the same CLI in this process (``cli_here``: the same exit status and streams,
-without an interpreter start each)."""
+The commands under test that train (resuming past a corrupt checkpoint, branching) and the first
+checks (malformed recipe, unknown key) run as real processes; the runs they start from and the other
+refusals run the same CLI in this process (``cli_here``: the same exit status and streams, without an
+interpreter start each)."""
 
 from __future__ import annotations
 
@@ -56,15 +57,16 @@ def test_unwritable_run_dir(cli_here, tmp_path, tiny):
     clean_failure(cli_here("train", "--run-dir", str(blocker / "run"), *sets_args(tiny())), "cannot create run directory")
 
 
-def finished_run(cli, tmp_path, tiny, name="run", **extra) -> Path:
+def finished_run(cli_here, tmp_path, tiny, name="run", **extra) -> Path:
+    """A finished tiny run to refuse things with (trained in this process: setup, not under test)."""
     run = tmp_path / name
-    out = cli("train", "--run-dir", str(run), *sets_args(tiny(**extra)))
+    out = cli_here("train", "--run-dir", str(run), *sets_args(tiny(**extra)))
     assert out.returncode == 0, out.stderr
     return run
 
 
 def test_resume_problems(cli, cli_here, tmp_path, tiny):
-    run = finished_run(cli, tmp_path, tiny, train__steps=10)
+    run = finished_run(cli_here, tmp_path, tiny, train__steps=10)
     # a changed training setting is refused, naming the key
     clean_failure(cli_here("train", "--resume", str(run), "--set", "optim.lr=0.5"), "different config", "optim.lr")
     # same run dir again for a new run is refused
@@ -86,7 +88,7 @@ def test_resume_problems(cli, cli_here, tmp_path, tiny):
 
 
 def test_branch_with_a_model_that_does_not_fit(cli, cli_here, tmp_path, tiny):
-    run = finished_run(cli, tmp_path, tiny, train__steps=5)
+    run = finished_run(cli_here, tmp_path, tiny, train__steps=5)
     step = ckpt.list_checkpoints(run / "checkpoints")[-1]
     clean_failure(cli_here("train", "--from", str(step), "--run-dir", str(tmp_path / "b"),
                       *sets_args(tiny(model__n_embd=48))), "shape", "model size or the data's vocabulary")
