@@ -6,7 +6,7 @@ docstring with one example, checked by hidden input/output pairs in the sandbox.
         return x + 3
 
 A task is a template (the operation, e.g. ``x + C``), a constant C and a function name (a word that
-says nothing about the operation). Three splits, so generalisation can be measured apart from recall:
+says nothing about the operation). Four splits, so generalisation can be measured apart from recall:
 
     train               train templates, SFT constants (1-19 but the RL and held-out ones), train
                         names: the tasks with a reference solution (SFT trains on them)
