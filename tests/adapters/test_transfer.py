@@ -3,7 +3,6 @@ forgetting measurement and replay, exact resume."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -13,11 +12,12 @@ import torch
 from safetensors.torch import load_file
 
 import trainwell
+from tinyrun import needs
 from trainwell.errors import ConfigError
 
 # LoRA/QLoRA need the optional peft package (trainwell[adapters]); full fine-tuning, freezing,
 # retain evaluation and replay do not, so only the adapter tests skip without it.
-needs_peft = pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="needs peft (trainwell[adapters])")
+needs_peft = needs("peft")  # trainwell[adapters]
 
 
 def metrics(run: Path) -> list[dict]:

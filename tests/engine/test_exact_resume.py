@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from tinyrun import run_cli_here
 from trainwell.checkpoint import list_checkpoints
 
-STEPS = 150  # long enough for two kills and three epochs of the digits runs; kills land early (after the first new checkpoint)
+STEPS = 150  # two kills and three epochs of the digits runs fit; kills land early (after the first new checkpoint)
 
 # recipe -> overrides. Text recipes: beyond the tiny text setup (dropout exercises the RNG streams,
 # grad_accum the micro-batch boundary). Others: raw keys, after the loop settings below (small
@@ -64,8 +64,8 @@ PREF = {
     # 4 prompts x 2 completions, one step per rollout, KL to a frozen reference
     "grpo": {"objective.reward_funcs": ["pref_rewards:spaces"], "objective.beta": 0.04, "train.steps": 100},
 }
-LOOP = {"train.steps": STEPS, "train.epochs": 0, "train.threads": 1, "train.precision": "fp32", "checkpoint.every": 7, "eval.every": 50,
-        "log.tensorboard": "false", "log.plots": "false"}
+LOOP = {"train.steps": STEPS, "train.epochs": 0, "train.threads": 1, "train.precision": "fp32", "checkpoint.every": 7,
+        "eval.every": 50, "log.tensorboard": "false", "log.plots": "false"}
 TOTALS = {"ppo": 400, "dqn": 403, "placement": 384, "pref-ppo": 160, "pref-grpo": 100}
 # kills per case: every case is killed once at a random instant and resumed; a resumed run being
 # killed again (resume of a resume) goes through the same code for every paradigm, so two cases
