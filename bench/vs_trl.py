@@ -8,7 +8,7 @@ TRL (1.16) is installed into its own virtual environment (created here when miss
 process; so does every trainwell configuration. Each process reports the wall time between the
 ends of consecutive optimizer steps (median over steps 3 .. N-1: the first are warm-up, trainwell's
 last also saves a checkpoint and evaluates) and its peak RSS (``ru_maxrss``: everything the process
-held, imports included).
+held, imports included). Both sides train in fp32 (TRL's configs default to bf16 autocast: set off).
 
 Shared by both sides, built here: a character tokenizer over the data's characters (a Hugging Face
 ``PreTrainedTokenizerFast``, one token per character, plus an end-of-text token), a GPT-2 of 4 layers x
@@ -86,7 +86,8 @@ TRL_SCRIPT = COMMON + textwrap.dedent('''
 
     common = dict(output_dir=str(work / f"trl-{kind}-{option}"), max_steps=steps, report_to="none", logging_steps=10,
                   save_strategy="no", eval_strategy="no", use_cpu=True, dataloader_num_workers=0, seed=0,
-                  lr_scheduler_type="constant", warmup_steps=0, disable_dropout=True)
+                  lr_scheduler_type="constant", warmup_steps=0, disable_dropout=True,
+                  bf16=False)  # TRL defaults to bf16 autocast (20x slower without AMX); fp32 like trainwell's recipes
     if kind == "dpo":
         from trl import DPOConfig, DPOTrainer
         args = DPOConfig(per_device_train_batch_size=16, learning_rate=5e-4, beta=0.1, max_length=128,
