@@ -4,7 +4,7 @@ how pytest-xdist spreads the suite over the cores."""
 from __future__ import annotations
 
 import os
-import sys
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -107,11 +107,11 @@ def tiny_session(tiny_text):
 
 
 def run_cli(*args: str, timeout: float = 300, **kw) -> "subprocess.CompletedProcess[str]":
-    import subprocess
+    """`trainwell ARGS` in its own process, forked from one that has imported torch and trainwell
+    (tests/forked.py); tests/test_cli_help.py starts fresh interpreters."""
+    import forked
 
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "trainwell", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, **kw)
+    return forked.run(list(args), timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"}, **kw)
 
 
 @pytest.fixture

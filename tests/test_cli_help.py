@@ -6,6 +6,15 @@ import pytest
 COMMANDS = ["train", "plan", "recipes", "check", "report", "compare", "export", "generate", "eval", "execute"]
 
 
+@pytest.fixture
+def cli():
+    """Fresh interpreters (not tests/forked.py): these are the CLI's own smoke tests, start-up included."""
+    def run(*args: str) -> "subprocess.CompletedProcess[str]":
+        return subprocess.run([sys.executable, "-m", "trainwell", *args], capture_output=True, text=True, timeout=120)
+
+    return run
+
+
 def test_help_lists_commands(cli):
     out = cli("--help")
     assert out.returncode == 0

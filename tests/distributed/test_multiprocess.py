@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+import forked
 from tinyrun import tiny_sets
 from trainwell.checkpoint import load_entry
 
@@ -32,7 +33,13 @@ TOL = 1e-5  # see the module docstring: reduction order, not a difference in the
 
 
 def launch(args: list[str], env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
-    """Run trainwell in its own process group, so a timeout also stops torchrun and its workers."""
+    """Run trainwell in its own process group, so a timeout also stops torchrun and its workers; a
+    one-process command is forked from a process that has imported torch (tests/forked.py)."""
+    if "--nproc" not in args:
+        try:
+            return forked.run(args, timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"trainwell {' '.join(args[:2])} did not finish in {timeout} s")
     cmd = [sys.executable, "-m", "trainwell", *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})

@@ -242,11 +242,11 @@ def test_an_unexpected_exception_is_one_sentence_and_a_log(cli, tmp_path):
     recipe.write_text((BYO / "byo.toml").read_text().replace('name = "test_byo:build"', 'name = "broken_model:build"'))
     env_path = f"{BYO}:{tmp_path}"
     import os
-    import subprocess
 
-    out = subprocess.run([sys.executable, "-m", "trainwell", "train", str(recipe), "--run-dir", str(tmp_path / "run")],
-                         capture_output=True, text=True, cwd=tmp_path,
-                         env={**os.environ, "PYTHONPATH": f"{env_path}:{os.environ.get('PYTHONPATH', '')}"})
+    import forked
+
+    out = forked.run(["train", str(recipe), "--run-dir", str(tmp_path / "run")], cwd=tmp_path,
+                     env={**os.environ, "PYTHONPATH": f"{env_path}:{os.environ.get('PYTHONPATH', '')}"})
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert "RuntimeError: shapes do not line up" in out.stderr and "error.log" in out.stderr
     log = (tmp_path / "run" / "error.log").read_text()

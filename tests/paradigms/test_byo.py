@@ -100,7 +100,15 @@ def weights(run: Path) -> dict[str, torch.Tensor]:
 
 
 def run(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    done = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, env=env())
+    """``python ARGS``; one-process commands are forked from a process that has imported torch (tests/forked.py)."""
+    import forked  # here: this file also runs as the user's script, where tests/ is not on sys.path
+
+    if args[1:3] == ("-m", "trainwell") and "--nproc" not in args:
+        done = forked.run(list(args[3:]), timeout=timeout, env=env())
+    elif args[1].endswith(".py"):
+        done = forked.run(list(args[2:]), script=args[1], timeout=timeout, env=env())
+    else:
+        done = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, env=env())
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
