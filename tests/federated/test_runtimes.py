@@ -1,7 +1,7 @@
-"""The two Flower runtimes end to end, on three silos that each read their own table:
+"""The two Flower runtimes end to end, on two silos that each read their own table:
 
 - the simulation runtime (Ray), as `trainwell train RECIPE` runs it;
-- the deployment runtime on loopback: `trainwell federate server` and three `trainwell federate client`
+- the deployment runtime on loopback: `trainwell federate server` and two `trainwell federate client`
   processes; the server is SIGKILLed in the middle of round 2, restarted with --resume, and the run
   ends with the same global weights as the undisturbed in-process run. Every process is stopped by
   its PID, and none is left behind.
@@ -27,6 +27,7 @@ import pytest
 from conftest import assert_same, final_weights, run_inprocess
 
 ROUNDS = 2
+SILOS = 2  # each silo costs the deployment a SuperNode and a ClientApp process per round
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +48,10 @@ def silos(tmp_path_factory) -> Path:
 
     (root / "silos").mkdir()
     write(root / "server.csv", x[:300], y[:300])
-    for i, (a, b) in enumerate(zip(np.array_split(x[300:], 3), np.array_split(y[300:], 3))):
+    for i, (a, b) in enumerate(zip(np.array_split(x[300:], SILOS), np.array_split(y[300:], SILOS))):
         write(root / "silos" / f"hospital-{i}.csv", a, b)
     recipe = f"""
-description = "digits tables in three silos (tests)"
+description = "digits tables in two silos (tests)"
 [data]
 name = "table"
 path = "{root / 'server.csv'}"
@@ -78,7 +79,7 @@ plots = false
 tensorboard = false
 progress = "lines"
 [federated]
-silos = 3
+silos = {SILOS}
 rounds = {ROUNDS}
 local_steps = 3
 partition = "folders"
@@ -106,7 +107,7 @@ def test_simulation_runtime(silos, reference, tmp_path, cli):
     assert f"round {ROUNDS}/{ROUNDS}: val/loss" in out.stdout
     summary = json.loads((tmp_path / "sim" / "summary.json").read_text())
     assert summary["rounds"] == ROUNDS and summary["missing_silos"] == {}
-    assert sorted(p.name for p in (tmp_path / "sim" / "silos").iterdir()) == [f"hospital-{i}.csv" for i in range(3)]
+    assert sorted(p.name for p in (tmp_path / "sim" / "silos").iterdir()) == [f"hospital-{i}.csv" for i in range(SILOS)]
     assert_same(final_weights(tmp_path / "sim"), reference)
 
 
@@ -162,11 +163,11 @@ def test_deployment_on_loopback_survives_a_sigkilled_server(silos, reference, tm
     pids: set[int] = set()
     try:
         procs["server"] = launch("server", "server", str(silos / "recipe.toml"), "--run-dir", str(run), *server_args)
-        for i in range(3):
+        for i in range(SILOS):
             procs[f"silo{i}"] = launch(f"silo{i}", "client", "--server", f"127.0.0.1:{port}", "--insecure",
                                        "--data", str(silos / "silos" / f"hospital-{i}.csv"),
                                        "--state", str(tmp_path / f"state{i}"))
-        states = [tmp_path / f"state{i}" for i in range(3)]
+        states = [tmp_path / f"state{i}" for i in range(SILOS)]
         # mid-run: round 1 is checkpointed and a silo has trained round 2, which the server has not aggregated
         wait_for(lambda: (run / "checkpoints" / "step-1").is_dir() and any(2 in rounds_recorded(s) for s in states),
                  400, "round 2 never started", procs.values())
@@ -191,7 +192,7 @@ def test_deployment_on_loopback_survives_a_sigkilled_server(silos, reference, tm
                 p.kill()
                 p.wait()
             pids.add(p.pid)
-        for i in range(3):
+        for i in range(SILOS):
             f = tmp_path / f"state{i}" / "pids.json"
             if f.is_file():
                 pids |= set(json.loads(f.read_text()).values())
