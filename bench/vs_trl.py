@@ -8,7 +8,8 @@ TRL (1.16) is installed into its own virtual environment (created here when miss
 process; so does every trainwell configuration. Each process reports the wall time between the
 ends of consecutive optimizer steps (median over steps 3 .. N-1: the first are warm-up, trainwell's
 last also saves a checkpoint and evaluates) and its peak RSS (``ru_maxrss``: everything the process
-held, imports included). Both sides train in fp32 (TRL's configs default to bf16 autocast: set off).
+held, imports included). Both sides train in fp32 (TRL's configs default to bf16 autocast: set off),
+or both in bf16 with ``--precision bf16`` (TRL's bf16 autocast, trainwell's ``train.precision = "bf16"``).
 
 Shared by both sides, built here: a character tokenizer over the data's characters (a Hugging Face
 ``PreTrainedTokenizerFast``, one token per character, plus an end-of-text token), a GPT-2 of 4 layers x
@@ -52,7 +53,7 @@ REWARD = textwrap.dedent('''
 ''')
 
 COMMON = textwrap.dedent('''
-    import json, resource, statistics, sys, time
+    import json, os, resource, statistics, sys, time
     import torch
     torch.set_num_threads(int(sys.argv[2]))
     torch.manual_seed(0)
@@ -87,7 +88,7 @@ TRL_SCRIPT = COMMON + textwrap.dedent('''
     common = dict(output_dir=str(work / f"trl-{kind}-{option}"), max_steps=steps, report_to="none", logging_steps=10,
                   save_strategy="no", eval_strategy="no", use_cpu=True, dataloader_num_workers=0, seed=0,
                   lr_scheduler_type="constant", warmup_steps=0, disable_dropout=True,
-                  bf16=False)  # TRL defaults to bf16 autocast (bf16 matmuls 0.11x fp32 on an AVX2-only EPYC); fp32 like trainwell
+                  bf16=os.environ["VS_TRL_PRECISION"] == "bf16")  # TRL's own default is bf16 autocast: set by --precision
     if kind == "dpo":
         from trl import DPOConfig, DPOTrainer
         args = DPOConfig(per_device_train_batch_size=16, learning_rate=5e-4, beta=0.1, max_length=128,
@@ -191,14 +192,14 @@ def run(py: str, script: str, args: list[str], env: dict[str, str]) -> dict:
     return json.loads(line[len("RESULT "):])
 
 
-def ours_sets(kind: str, work: Path, steps: int, model: str, **extra: object) -> list[str]:
+def ours_sets(kind: str, work: Path, steps: int, model: str, precision: str = "fp32", **extra: object) -> list[str]:
     gpt = {"model.n_layer": 4, "model.n_head": 4, "model.n_embd": 128}
     model_keys = gpt if model == "gpt" else {"model.name": "hf_causal", "model.path": str(work / "gpt2")}
     values: dict[str, object] = {
         **model_keys, "train.init_from": "", "train.steps": steps, "train.threads": 0, "optim.lr": 5e-4,
         "schedule.name": "constant", "schedule.warmup_steps": 0, "eval.every": 0, "eval.samples": 0,
         "checkpoint.every": steps, "log.every": 10, "log.progress": "off", "log.plots": False, "log.tensorboard": False,
-        "data.eval_samples": 0, "data.context": 128,
+        "data.eval_samples": 0, "data.context": 128, "train.precision": precision,
     }
     if kind == "dpo":
         values.update({"data.path": str(work / "pairs_train.jsonl"), "data.eval_path": str(work / "pairs_eval.jsonl"),
@@ -218,6 +219,8 @@ def main() -> None:
     ap.add_argument("--venv", default=str(Path(tempfile.gettempdir()) / "trainwell-trl-venv"))
     ap.add_argument("--work", default="")
     ap.add_argument("--only", default="", help="comma-separated row names to run (default: all)")
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                    help="both sides (TRL: bf16 autocast, its own default; trainwell: train.precision)")
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="vs-trl-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -225,28 +228,28 @@ def main() -> None:
     if not (work / "gpt2" / "config.json").is_file():
         build_assets(work)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(work)]), "OMP_NUM_THREADS": str(args.threads),
-           "TRAINWELL_CACHE": os.environ.get("TRAINWELL_CACHE", str(work / "cache"))}
+           "TRAINWELL_CACHE": os.environ.get("TRAINWELL_CACHE", str(work / "cache")), "VS_TRL_PRECISION": args.precision}
     trl_env = {k: v for k, v in env.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(work)}
     n, th = str(args.steps), str(args.threads)
     rows = [  # name, interpreter, script, args (kind/recipe, option)
         ("TRL DPOTrainer, reference model", trl_py, TRL_SCRIPT, ["dpo", "model"], trl_env),
         ("TRL DPOTrainer, precompute_ref_log_probs", trl_py, TRL_SCRIPT, ["dpo", "precompute"], trl_env),
         ("trainwell DPO, its GPT, precomputed reference", sys.executable, OURS_SCRIPT,
-         ["code_dpo", json.dumps(ours_sets("dpo", work, args.steps, "gpt", **{"objective.reference": "precompute"}))], env),
+         ["code_dpo", json.dumps(ours_sets("dpo", work, args.steps, "gpt", args.precision, **{"objective.reference": "precompute"}))], env),
         ("trainwell DPO, its GPT, reference model", sys.executable, OURS_SCRIPT,
-         ["code_dpo", json.dumps(ours_sets("dpo", work, args.steps, "gpt", **{"objective.reference": "model"}))], env),
+         ["code_dpo", json.dumps(ours_sets("dpo", work, args.steps, "gpt", args.precision, **{"objective.reference": "model"}))], env),
         ("trainwell DPO, TRL's GPT-2 folder, precomputed", sys.executable, OURS_SCRIPT,
-         ["code_dpo", json.dumps(ours_sets("dpo", work, args.steps, "hf", **{"objective.reference": "precompute"}))], env),
+         ["code_dpo", json.dumps(ours_sets("dpo", work, args.steps, "hf", args.precision, **{"objective.reference": "precompute"}))], env),
         ("TRL GRPOTrainer, beta 0", trl_py, TRL_SCRIPT, ["grpo", "0.0"], trl_env),
         ("TRL GRPOTrainer, beta 0.04", trl_py, TRL_SCRIPT, ["grpo", "0.04"], trl_env),
         ("trainwell GRPO, its GPT, beta 0", sys.executable, OURS_SCRIPT,
-         ["code_grpo", json.dumps(ours_sets("grpo", work, args.steps, "gpt", **{"objective.beta": 0.0}))], env),
+         ["code_grpo", json.dumps(ours_sets("grpo", work, args.steps, "gpt", args.precision, **{"objective.beta": 0.0}))], env),
         ("trainwell GRPO, its GPT, beta 0.04", sys.executable, OURS_SCRIPT,
-         ["code_grpo", json.dumps(ours_sets("grpo", work, args.steps, "gpt", **{"objective.beta": 0.04}))], env),
+         ["code_grpo", json.dumps(ours_sets("grpo", work, args.steps, "gpt", args.precision, **{"objective.beta": 0.04}))], env),
         ("trainwell GRPO, TRL's GPT-2 folder, beta 0", sys.executable, OURS_SCRIPT,
-         ["code_grpo", json.dumps(ours_sets("grpo", work, args.steps, "hf", **{"objective.beta": 0.0}))], env),
+         ["code_grpo", json.dumps(ours_sets("grpo", work, args.steps, "hf", args.precision, **{"objective.beta": 0.0}))], env),
         ("trainwell PPO, its GPT, 32 x 1 completions", sys.executable, OURS_SCRIPT,
-         ["code_ppo", json.dumps(ours_sets("grpo", work, args.steps, "gpt", **{
+         ["code_ppo", json.dumps(ours_sets("grpo", work, args.steps, "gpt", args.precision, **{
              "data.prompts_per_rollout": 32, "data.group_size": 1, "data.update_epochs": 1, "data.minibatch_size": 0,
              "objective.kl_coef": 0.05}))], env),
     ]
@@ -279,7 +282,7 @@ def main() -> None:
     import torch
 
     print(f"\npython {sys.version.split()[0]}, torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} cpus, "
-          f"{args.steps} steps; work dir {work}")
+          f"{args.steps} steps, {args.precision} both sides; work dir {work}")
     (work / "results.json").write_text(json.dumps(results, indent=1))
 
 

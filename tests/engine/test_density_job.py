@@ -17,7 +17,7 @@ TINY = ["model.couplings=2", "model.hidden=16", "model.depth=1", "objective.gmm_
 
 
 def test_tiny_run_reports_bits_per_dim_and_gmm_baseline(tmp_path):
-    result = trainwell.train("digits_density", TINY, run_dir=tmp_path / "r")
+    result = trainwell.train("digits_density", [*TINY, "log.plots=true"], run_dir=tmp_path / "r")
     s = result.summary
     for key in ("val_bits_per_dim", "test_bits_per_dim", "test_bits_per_dim_final", "test_checkpoint",
                 "baseline_gmm_bits_per_dim", "baseline_gmm_components", "beats_gmm_by_bits_per_dim"):

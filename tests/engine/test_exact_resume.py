@@ -170,6 +170,8 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path, tiny, c
     steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()
              if "train/loss" in line]
     assert steps == sorted(set(steps)) and steps[-1] == total
+    # log.plots = false: no paradigm drew a figure (the curves, a confusion matrix, samples, a placement)
+    assert not list(ref.rglob("*.png")) and not list(killed.rglob("*.png"))
 
 
 def kill_and_resume(case: str, tiny, killed: Path, pref) -> dict:

@@ -165,7 +165,8 @@ def test_rollout_stores_masks_and_restores_next_batches():
 
 def test_placement_recipe_tiny_run_writes_the_comparison_and_png(tmp_path, cli):
     run = tmp_path / "place"
-    done = cli("train", "placement_ppo", "--run-dir", str(run), *[a for s in QUICK for a in ("--set", s)])
+    sets = [*QUICK, "log.plots=true"]
+    done = cli("train", "placement_ppo", "--run-dir", str(run), *[a for s in sets for a in ("--set", s)])
     assert done.returncode == 0, done.stderr
     summary = json.loads((run / "summary.json").read_text())
     for key in ("heldout_hpwl", "heldout_hpwl_random", "heldout_hpwl_greedy", "heldout_vs_random",
@@ -188,3 +189,5 @@ def test_trained_briefly_beats_random_placement(tmp_path):
                                             "data.video=false"],
                           run_dir=tmp_path / "p")
     assert res.summary["heldout_vs_random"] < 0.85
+    # log.plots = false: the comparison is written, its figure is not
+    assert (tmp_path / "p" / "placement.json").is_file() and not (tmp_path / "p" / "placement.png").exists()

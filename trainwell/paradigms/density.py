@@ -108,7 +108,8 @@ def density_job(cfg: Config, device: torch.device, ds: ArrayDataset) -> Job:
              "test_samples": len(test), **base}
 
     def finish(model: torch.nn.Module, run_dir: Any) -> dict[str, Any]:
-        return finish_density(model, Path(run_dir), tests, facts, o.samples, cfg.train.seed, levels)
+        return finish_density(model, Path(run_dir), tests, facts, o.samples if cfg.log.plots else 0, cfg.train.seed,
+                              levels)
 
     return Job(model=model, source=source, objective=density_loss, eval_batches=evals, units="samples",
                batches_per_epoch=source.batches_per_epoch(), facts=facts, finish=finish)

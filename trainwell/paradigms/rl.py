@@ -34,9 +34,10 @@ def finish_rl(d: Any, source: Any):
     return finish
 
 
-def placement_hooks(d: Any, env: Any, finish_base: Any) -> tuple[Any, Any] | None:
+def placement_hooks(d: Any, env: Any, finish_base: Any, draw: bool) -> tuple[Any, Any] | None:
     """For a macro-placement env (any registered size): evaluation on held-out netlists against
-    random and greedy placement, and at the end also placement.png / placement.json. None otherwise."""
+    random and greedy placement, and at the end also placement.json and (``draw``: log.plots) placement.png.
+    None otherwise."""
     from trainwell.rl import placement_report
     from trainwell.rl.placement import MacroPlacementEnv
 
@@ -46,7 +47,7 @@ def placement_hooks(d: Any, env: Any, finish_base: Any) -> tuple[Any, Any] | Non
 
     def finish(model: torch.nn.Module, run_dir: Any) -> dict[str, Any]:
         return {**finish_base(model, run_dir),
-                **placement_report.finish(model, run_dir, d.env_id, d.eval_episodes, d.eval_seed, cache)}
+                **placement_report.finish(model, run_dir, d.env_id, d.eval_episodes, d.eval_seed, cache, draw)}
 
     return lambda m: placement_report.compare(m, d.env_id, d.eval_episodes, d.eval_seed, cache), finish
 
@@ -77,7 +78,7 @@ def ppo_job(cfg: Config, device: torch.device) -> Job:
                         clip_value=o.clip_value, norm_adv=o.norm_adv)
 
     base_finish = finish_rl(d, source)
-    hooks = placement_hooks(d, env, base_finish)
+    hooks = placement_hooks(d, env, base_finish, cfg.log.plots)
     evaluate, finish = hooks if hooks else (lambda m: evaluate_policy(m, d.env_id, d.eval_episodes, d.eval_seed),
                                             base_finish)
     return Job(model=model, source=source, objective=objective, eval_batches=[], units="samples",

@@ -73,11 +73,14 @@ def compare(model: torch.nn.Module, env_id: str, netlists: int, seed: int,
 
 
 def finish(model: torch.nn.Module, run_dir: Path, env_id: str, netlists: int, seed: int,
-           cache: dict[int, tuple[float | None, float | None]] | None = None) -> dict[str, Any]:
-    """After training: held-out comparison into summary + placement.json, and placement.png."""
+           cache: dict[int, tuple[float | None, float | None]] | None = None, draw: bool = True) -> dict[str, Any]:
+    """After training: held-out comparison into summary + placement.json, and (``draw``) placement.png."""
     scores = compare(model, env_id, netlists, seed, cache)
     result = {k.replace("val/", "heldout_"): round(v, 4) for k, v in scores.items()}
     result["heldout_netlists"] = netlists
+    (run_dir / "placement.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    if not draw:
+        return result
     env = make_env(env_id)
     nid = heldout_id(seed)
     agent = agent_placement(model, env, nid)
@@ -89,5 +92,4 @@ def finish(model: torch.nn.Module, run_dir: Path, env_id: str, netlists: int, se
     fig = placement_figure(panels, env.grid)
     fig.suptitle(f"held-out netlist {seed} ({nl.n} macros, {len(nl.nets)} nets, {env.grid}x{env.grid} grid)")
     fig.savefig(run_dir / "placement.png", bbox_inches="tight")
-    (run_dir / "placement.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result
