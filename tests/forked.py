@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import weakref
 from pathlib import Path
 
 # trainwell first: it sets OpenMP's environment before torch loads it (trainwell/threads.py); then what a
@@ -72,6 +73,7 @@ def _child(argv: list[str], script: str | None, env: dict[str, str], out: str, e
             main()
         else:
             sys.argv = [script, *argv]
+            sys.path.insert(0, os.path.dirname(os.path.abspath(script)))  # as `python SCRIPT` puts its folder first
             runpy.run_path(script, run_name="__main__")
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
@@ -94,6 +96,7 @@ class Forked:
     def __init__(self, argv: list[str], *, script: str | None = None, env: dict[str, str] | None = None,
                  cwd: str | Path | None = None):
         self.dir = tempfile.mkdtemp(prefix="trainwell-forked-")
+        weakref.finalize(self, shutil.rmtree, self.dir, True)  # the two stream files go with this object
         self.out, self.err = os.path.join(self.dir, "stdout"), os.path.join(self.dir, "stderr")
         self.args = [script or "-m trainwell", *argv]
         self._proc = context().Process(target=_child, args=(list(argv), script, dict(env or os.environ),
@@ -139,5 +142,4 @@ def run(argv: list[str], *, timeout: float = 600, **kw) -> "subprocess.Completed
         proc.wait()
         raise
     out, err = proc.output()
-    shutil.rmtree(proc.dir, ignore_errors=True)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)

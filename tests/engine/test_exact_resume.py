@@ -20,6 +20,9 @@ from tinyrun import run_cli_here
 from trainwell.checkpoint import list_checkpoints
 
 STEPS = 150  # two kills and three epochs of the digits runs fit; kills land early (after the first new checkpoint)
+# the user's tiny regressor (byo, fit) trains 150 steps in ~0.15 s: a forked process (no import time) would
+# finish before the kill (up to 0.3 s after its first checkpoint), so those two run longer
+FAST = 1500
 
 # recipe -> overrides. Text recipes: beyond the tiny text setup (dropout exercises the RNG streams,
 # grad_accum the micro-batch boundary). Others: raw keys, after the loop settings below (small
@@ -67,7 +70,7 @@ PREF = {
 }
 LOOP = {"train.steps": STEPS, "train.epochs": 0, "train.threads": 1, "train.precision": "fp32", "checkpoint.every": 7,
         "eval.every": 50, "log.tensorboard": "false", "log.plots": "false"}
-TOTALS = {"ppo": 400, "dqn": 403, "placement": 384, "pref-ppo": 160, "pref-grpo": 100}
+TOTALS = {"ppo": 400, "dqn": 403, "placement": 384, "pref-ppo": 160, "pref-grpo": 100, "byo": FAST, "fit": FAST}
 # kills per case: every case is killed once at a random instant and resumed; a resumed run being
 # killed again (resume of a resume) goes through the same code for every paradigm, so two cases
 # (a text run and an RL run: different state) check it, and the rest save a process start
@@ -79,8 +82,8 @@ CHECKED = {"gpt", "ppo"}
 # the user's own model, data and loss (defined in tests/paradigms/test_byo.py): by import path from
 # a recipe, and as Python objects handed to trainwell.fit() by a script of the user's
 BYO = Path(__file__).parents[1] / "paradigms"
-CASES["byo"] = (str(BYO / "byo.toml"), {})
-SCRIPTS = {"fit": [str(BYO / "test_byo.py"), "fit", "--steps", str(STEPS)]}  # trainwell.fit(..., checkpoint.every=7)
+CASES["byo"] = (str(BYO / "byo.toml"), {"train.steps": FAST})
+SCRIPTS = {"fit": [str(BYO / "test_byo.py"), "fit", "--steps", str(FAST)]}  # trainwell.fit(..., checkpoint.every=7)
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BYO), os.environ.get("PYTHONPATH", "")])}
 
 
@@ -150,7 +153,7 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path, tiny, c
         if case in SCRIPTS:
             from test_byo import fit_here
 
-            fit_here(str(ref), steps=STEPS)
+            fit_here(str(ref), steps=FAST)
         else:
             done = run_cli_here(*commands(case, tiny, ref, pref)[0][2:])  # without "-m trainwell"
             assert done.returncode == 0, done.stderr[-3000:]
@@ -191,7 +194,7 @@ def kill_and_resume(case: str, tiny, killed: Path, pref) -> dict:
                 if now - before:
                     break
                 time.sleep(0.01)
-            time.sleep(rng.uniform(0.0, 0.6))
+            time.sleep(rng.uniform(0.0, 0.3))  # the shortest cases (flow, cnn) train ~0.7 s after their first checkpoint
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
