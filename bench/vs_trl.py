@@ -218,7 +218,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--venv", default=str(Path(tempfile.gettempdir()) / "trainwell-trl-venv"))
     ap.add_argument("--work", default="")
-    ap.add_argument("--only", default="", help="comma-separated row names to run (default: all)")
+    ap.add_argument("--only", default="", help="'|'-separated parts of row names to run (row names contain "
+                    "commas), e.g. --only 'DPO' or --only 'its GPT, beta 0.04|TRL GRPOTrainer, beta 0.04' (default: all)")
     ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                     help="both sides (TRL: bf16 autocast, its own default; trainwell: train.precision)")
     args = ap.parse_args()
@@ -253,7 +254,7 @@ def main() -> None:
              "data.prompts_per_rollout": 32, "data.group_size": 1, "data.update_epochs": 1, "data.minibatch_size": 0,
              "objective.kl_coef": 0.05}))], env),
     ]
-    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    only = {s.strip() for s in args.only.split("|") if s.strip()}
     results = {}
     for name, py, script, (a, b), e in rows:
         if only and not any(o in name for o in only):
