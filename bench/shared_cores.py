@@ -13,6 +13,7 @@ Settings:
   trainwell default     nothing set: trainwell/threads.py applies its default
   OMP_WAIT_POLICY=PASSIVE   threads sleep as soon as they wait
   1 thread              train.threads=1 (no OpenMP waiting at all, half the cores alone)
+  GOMP_SPINCOUNT=N      other spin counts (3000, 10000, 30000), with --only
 
     python bench/shared_cores.py [--recipe default] [--steps 60]
 
@@ -40,7 +41,9 @@ SETTINGS = {
     "trainwell default": ({}, []),
     "OMP_WAIT_POLICY=PASSIVE": ({"OMP_WAIT_POLICY": "PASSIVE"}, []),
     "1 thread": ({}, ["train.threads=1"]),
+    **{f"GOMP_SPINCOUNT={n}": ({"GOMP_SPINCOUNT": str(n)}, []) for n in (3000, 10000, 30000)},
 }
+DEFAULT_RUN = ["libgomp default", "trainwell default", "OMP_WAIT_POLICY=PASSIVE", "1 thread"]
 
 
 def env_for(extra: dict[str, str]) -> dict[str, str]:
@@ -78,7 +81,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--recipe", default="default")
     ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--only", nargs="*", default=list(SETTINGS), help="settings to run (names above)")
+    ap.add_argument("--only", nargs="*", default=DEFAULT_RUN, choices=list(SETTINGS),
+                    help="settings to run (names above)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-shared-"))
     print(f"{os.cpu_count()} cpus, load average at start {os.getloadavg()[0]:.2f}; recipe {args.recipe}, "

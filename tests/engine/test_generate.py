@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from trainwell.config.schema import GPTConfig
-from trainwell.engine.generate import generate, pick_next, sample_text
+from trainwell.engine.generate import DecodeThreads, generate, pick_next, sample_text
 from trainwell.models.gpt import GPT
 
 VOCAB = 40
@@ -158,3 +158,43 @@ def test_sample_text_keeps_the_model_mode_and_global_rng():
                         top_k=0, seed=1)
     assert m.training and torch.equal(state, torch.get_rng_state())
     assert len(texts) == 3 and all(t.startswith("1,2") for t in texts)
+
+
+class FakeClock:
+    """perf_counter for DecodeThreads: a step on one thread costs ``one``, on more threads ``many``."""
+
+    def __init__(self, one: float, many: float):
+        self.cost, self.now, self.started = {1: one}, 0.0, False
+        self.many = many
+
+    def __call__(self) -> float:
+        if self.started:  # the end of a step: charge it at the thread count it ran on
+            threads = torch.get_num_threads()
+            self.now += self.cost.get(threads, self.many)
+        self.started = not self.started
+        return self.now
+
+
+@pytest.mark.parametrize("one, many, best", [(1.0, 3.0, 1), (3.0, 1.0, 4)])
+def test_decode_threads_keep_the_faster_count(one, many, best):
+    before = torch.get_num_threads()
+    try:
+        pool, ran = DecodeThreads(4, clock=FakeClock(one, many), trials=2), []
+        for _ in range(10):
+            pool.run(lambda: ran.append(torch.get_num_threads()))
+        assert ran[:4] == [4, 1, 4, 1]  # the trials alternate, torch's own count first
+        assert pool.chosen == best and ran[4:] == [best] * 6
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_generate_restores_threads_and_the_count_never_changes_the_tokens():
+    """The timed choice is safe for exact resume only if the thread count cannot change a token."""
+    m = model("rope")
+    before = torch.get_num_threads()
+    prompts = [[1, 2, 3], [4], [5, 6, 7, 8, 9]] * 4
+    runs = {n: generate(m, prompts, max_new_tokens=12, temperature=1.0, threads=n,
+                        generator=torch.Generator().manual_seed(3)) for n in (1, 2)}
+    assert runs[1].ids == runs[2].ids and runs[1].threads == 1 and runs[2].threads == 2
+    auto = generate(m, prompts, max_new_tokens=12, temperature=1.0, generator=torch.Generator().manual_seed(3))
+    assert auto.ids == runs[1].ids and torch.get_num_threads() == before

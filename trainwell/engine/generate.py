@@ -13,6 +13,15 @@ prefill per ``context // 4`` new tokens at most, and every token is predicted fr
 ``keep`` tokens of history. ``use_cache=False`` applies the same window rule but runs the whole
 window for every token (the reference the cache is tested against, and the bench's baseline).
 
+Threads: a decode step of a small model is ~80 kernels of tens of microseconds. Between them the
+other OpenMP threads go to sleep (trainwell's short spin count, trainwell/threads.py) and waking
+them can cost more than they save: on a 2-core Xeon a 32-row decode step of the default model ran
+2.5x faster on one thread than on two (bench/RESULTS.md, "Generation"). So on CPU the first decode
+steps run alternately on one thread and on torch's thread count, timed, and the rest of the call
+runs on the faster (``threads=`` fixes it instead). Prefills keep every thread. The thread count
+does not change the tokens here (the kernels split work over rows, not within a sum;
+tests/engine/test_generate.py checks it).
+
 Models with ``new_cache`` (trainwell's GPT; a Hugging Face causal LM through trainwell/models/hf.py,
 whose cache is its own) use the cache; any other causal LM ((B, T) ids -> (B, T, V) logits) is run
 row by row on its whole window per token.
@@ -21,6 +30,7 @@ row by row on its whole window per token.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import time
 from typing import Callable, Sequence
 
 import torch
@@ -33,6 +43,31 @@ class Generation:
     stopped: list[bool] = field(default_factory=list)  # ended by a stop string or stop token
     forwards: int = 0  # model calls (prefills and decode steps)
     rebuilds: int = 0  # cache rebuilds after a window reached the model context
+    threads: int = 0  # torch threads of the decode steps once decided (0: the call ended before that)
+
+
+class DecodeThreads:
+    """Runs decode steps on one thread or on ``n``, whichever the first ``2 * trials`` steps (timed
+    alternately, ``n`` first) found faster; ``fixed`` skips the trials."""
+
+    def __init__(self, n: int, fixed: int | None = None, trials: int = 3,
+                 clock: Callable[[], float] = time.perf_counter):
+        self.n, self.clock, self.trials = n, clock, trials
+        self.chosen = fixed if fixed is not None else (n if n <= 1 else None)
+        self.times: dict[int, list[float]] = {n: [], 1: []}
+
+    def run(self, step: Callable[[], torch.Tensor]) -> torch.Tensor:
+        if self.chosen is not None:
+            torch.set_num_threads(self.chosen)
+            return step()
+        k = self.n if len(self.times[self.n]) <= len(self.times[1]) else 1
+        torch.set_num_threads(k)
+        t0 = self.clock()
+        out = step()
+        self.times[k].append(self.clock() - t0)
+        if len(self.times[1]) >= self.trials:
+            self.chosen = min(self.times, key=lambda t: min(self.times[t]))
+        return out
 
 
 def pick_next(logits: torch.Tensor, temperature: float, top_k: int,
@@ -66,13 +101,14 @@ def generate(model: torch.nn.Module, prompts: Sequence[Sequence[int]], *, max_ne
              temperature: float = 0.8, top_k: int = 0, stop: Sequence[str] = (), stop_ids: Sequence[int] = (),
              decode: Callable[[list[int]], str] | None = None, generator: torch.Generator | None = None,
              use_cache: bool = True, pad_id: int = 0, on_logits: Callable[[torch.Tensor, list[int]], None] | None = None,
-             ) -> Generation:
+             threads: int | None = None) -> Generation:
     """Continue every prompt by up to ``max_new_tokens`` tokens.
 
     ``stop``: strings that end a row (needs ``decode``; the text is cut before the string);
     ``stop_ids``: tokens that end a row (kept as its last token). ``on_logits(logits, rows)`` sees the
     (rows, V) logits each new token was picked from, with the original indices of those rows (tests).
-    An empty prompt starts from token ``pad_id``.
+    An empty prompt starts from token ``pad_id``. ``threads``: torch threads for the decode steps
+    (default: timed, see the module docstring); torch's own setting is restored on return.
     """
     if stop and decode is None:
         raise ValueError("stop strings need decode= (to read the generated text)")
@@ -85,10 +121,27 @@ def generate(model: torch.nn.Module, prompts: Sequence[Sequence[int]], *, max_ne
     stopped = [False] * len(prompts)
     active = list(range(len(prompts)))  # original row of each batch row
     out = Generation(ids=new, stopped=stopped)
-    tail = max((len(s) for s in stop), default=0)  # a stop string spans at most this many new tokens
-    stop_set = set(stop_ids)
     if not prompts or max_new_tokens <= 0:
         return _finish(out, decode, stop)
+    before = torch.get_num_threads()
+    pool = DecodeThreads(before, threads if threads is not None else (before if device.type != "cpu" else None))
+    try:
+        _loop(model, out, seqs, active, pool, context=context, keep=keep, cached=cached,
+              max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, generator=generator,
+              pad_id=pad_id, on_logits=on_logits, decode=decode, stop=stop, stop_set=set(stop_ids))
+    finally:
+        torch.set_num_threads(before)
+    out.threads = pool.chosen or 0
+    return _finish(out, decode, stop)
+
+
+def _loop(model: torch.nn.Module, out: Generation, seqs: list[list[int]], active: list[int], pool: DecodeThreads, *,
+          context: int, keep: int, cached: bool, max_new_tokens: int, temperature: float, top_k: int,
+          generator: torch.Generator | None, pad_id: int, on_logits: Callable[[torch.Tensor, list[int]], None] | None,
+          decode: Callable[[list[int]], str] | None, stop: Sequence[str], stop_set: set[int]) -> None:
+    device = next(model.parameters()).device
+    new, stopped = out.ids, out.stopped
+    tail = max((len(s) for s in stop), default=0)  # a stop string spans at most this many new tokens
 
     def full_windows() -> torch.Tensor:
         """Logits (rows, V) of every active row from a forward over its whole window."""
@@ -132,13 +185,13 @@ def generate(model: torch.nn.Module, prompts: Sequence[Sequence[int]], *, max_ne
             for r in active:
                 del seqs[r][:-keep]
             out.rebuilds += 1
+            torch.set_num_threads(pool.n)
             logits = full_windows()
         elif cached:
             out.forwards += 1
-            logits = model(nxt[:, None], cache)[:, -1]  # (rows, V): one new token per row
+            logits = pool.run(lambda: model(nxt[:, None], cache)[:, -1])  # (rows, V): one new token per row
         else:
             logits = full_windows()
-    return _finish(out, decode, stop)
 
 
 def _finish(out: Generation, decode: Callable[[list[int]], str] | None, stop: Sequence[str]) -> Generation:
