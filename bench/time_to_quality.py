@@ -13,8 +13,11 @@ Runs, in this one invocation and on this machine, each as a whole process timed 
             folder, so the tokenized text, the precision probe and the peak probe are not reused
             from earlier runs. Val loss: the recipe's own evaluation, 640 fixed windows spread over
             the whole validation split (the same last 10 % nanoGPT holds out).
-Both get the same OpenMP settings (trainwell's defaults, trainwell/threads.py), so neither is
-helped or hurt by them. Prints the wall times, the val losses and the ratio trainwell / nanoGPT
+Each runs as its users run it: nanoGPT with this shell's environment (libgomp's OpenMP defaults unless
+you set your own), trainwell with the defaults it applies to itself (trainwell/threads.py lowers the
+spin count; that costs nanoGPT's small steps 1.27x on a 2-core Xeon, so giving it to nanoGPT too, as
+this script did until 2026-12-02, flattered the ratio there). An OMP_WAIT_POLICY or GOMP_SPINCOUNT you
+set goes to both. Prints the wall times, the val losses and the ratio trainwell / nanoGPT
 (train.py's wall; its data preparation is shown apart and not counted).
 
     python bench/time_to_quality.py [--seeds 3] [--set KEY=VALUE ...]   (extra --set go to trainwell)
@@ -34,6 +37,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+PLAIN_ENV = dict(os.environ)  # before trainwell is imported here (its import sets GOMP_SPINCOUNT)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SHAKESPEARE, SHARED, env_note, timed_process, trainwell_cmd  # noqa: E402
 
@@ -43,16 +47,6 @@ RECIPE = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=False",
           "--n_embd=128", "--dropout=0.0"]
 ITERS = 2000  # --max_iters and --lr_decay_iters of the README's CPU recipe
 TARGET = 0.25  # trainwell's wall time / nanoGPT's, at a val loss no worse than nanoGPT's
-
-
-def openmp_env() -> dict[str, str]:
-    """This environment plus the OpenMP settings trainwell applies to itself."""
-    import trainwell.threads as threads
-
-    env = dict(os.environ)
-    if not any(k in env for k in threads.OWN_KEYS):
-        env["GOMP_SPINCOUNT"] = threads.SPINCOUNT
-    return env
 
 
 def run_nanogpt(tmp: Path, env: dict[str, str], iters: int = ITERS) -> tuple[float, float, float]:
@@ -82,8 +76,9 @@ def main() -> None:
     if args.smoke:
         iters, args.seeds, args.sets = 50, 1, ["train.steps=10", *args.sets]
     tmp = Path(tempfile.mkdtemp(prefix="bench-ttq-"))
-    env = openmp_env()
-    print(env_note(), f"load average {os.getloadavg()[0]:.2f}; GOMP_SPINCOUNT={env.get('GOMP_SPINCOUNT')}")
+    env = PLAIN_ENV
+    print(env_note(), f"load average {os.getloadavg()[0]:.2f}; nanoGPT's GOMP_SPINCOUNT: "
+          f"{env.get('GOMP_SPINCOUNT', 'libgomp default')}")
 
     prep_s, nano_s, nano_val = run_nanogpt(tmp, env, iters)
     print(f"nanoGPT: prepare.py {prep_s:.1f} s, train.py {nano_s:.1f} s wall, final val loss {nano_val:.4f}")

@@ -44,6 +44,9 @@ import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# before anything here imports trainwell, whose import sets GOMP_SPINCOUNT in os.environ
+# (trainwell/threads.py): TRL's processes get the environment its users have
+PLAIN_ENV = dict(os.environ)
 REWARD = textwrap.dedent('''
     """The GRPO reward of bench/vs_trl.py (both sides import it)."""
 
@@ -230,7 +233,8 @@ def main() -> None:
         build_assets(work)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(work)]), "OMP_NUM_THREADS": str(args.threads),
            "TRAINWELL_CACHE": os.environ.get("TRAINWELL_CACHE", str(work / "cache")), "VS_TRL_PRECISION": args.precision}
-    trl_env = {k: v for k, v in env.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(work)}
+    trl_env = {**PLAIN_ENV, "PYTHONPATH": str(work), "OMP_NUM_THREADS": str(args.threads),
+               "VS_TRL_PRECISION": args.precision}
     n, th = str(args.steps), str(args.threads)
     rows = [  # name, interpreter, script, args (kind/recipe, option)
         ("TRL DPOTrainer, reference model", trl_py, TRL_SCRIPT, ["dpo", "model"], trl_env),
