@@ -400,16 +400,14 @@ def grpo_annotate(model: torch.nn.Module, buf: dict[str, torch.Tensor], *, ref_l
     out: dict[str, Any] = {"adv": group_advantages(buf["reward"], group_size, scale)}
     device = next(model.parameters()).device
     ids, mask = buf["ids"].to(device), buf["mask"].to(device)
-    inputs, targets, m = shifted(ids, mask)
-    if reuse or ref_logps is not None:
-        with autocast():
-            logp = token_logps(model(inputs) / temperature, targets)
-            if reuse:
-                out["old_logp"] = logp
-            if ref_logps is not None:
-                ref = ref_logps(inputs, targets)
-                out["ref_logp"] = ref
-                out["stats"] = {"kl": float(((logp - ref) * m).sum(-1).mean())}
+    inputs, targets, _ = shifted(ids, mask)
+    # no forward of the policy here unless the rollout is reused: the loss computes the sampling policy's
+    # log-probs anyway, and logs the KL (TRL's "kl": the per-token k3 mean against the reference)
+    with autocast():
+        if reuse:
+            out["old_logp"] = token_logps(model(inputs) / temperature, targets)
+        if ref_logps is not None:
+            out["ref_logp"] = ref_logps(inputs, targets)
     return out
 
 
