@@ -89,7 +89,8 @@ TRL_SCRIPT = COMMON + textwrap.dedent('''
             last[0] = now
 
     common = dict(output_dir=str(work / f"trl-{kind}-{option}"), max_steps=steps, report_to="none", logging_steps=10,
-                  save_strategy="no", eval_strategy="no", use_cpu=True, dataloader_num_workers=0, seed=0,
+                  save_strategy="no", eval_strategy="no", use_cpu=True, dataloader_num_workers=0,
+                  seed=int(os.environ.get("VS_TRL_SEED", "0")),
                   lr_scheduler_type="constant", warmup_steps=0, disable_dropout=True,
                   bf16=os.environ["VS_TRL_PRECISION"] == "bf16")  # TRL's own default is bf16 autocast: set by --precision
     if kind == "dpo":
@@ -195,7 +196,8 @@ def run(py: str, script: str, args: list[str], env: dict[str, str]) -> dict:
     return json.loads(line[len("RESULT "):])
 
 
-def ours_sets(kind: str, work: Path, steps: int, model: str, precision: str = "fp32", **extra: object) -> list[str]:
+def ours_sets(kind: str, work: Path, steps: int, model: str, precision: str = "fp32", seed: int | None = None,
+              **extra: object) -> list[str]:
     gpt = {"model.n_layer": 4, "model.n_head": 4, "model.n_embd": 128}
     model_keys = gpt if model == "gpt" else {"model.name": "hf_causal", "model.path": str(work / "gpt2")}
     values: dict[str, object] = {
@@ -204,6 +206,8 @@ def ours_sets(kind: str, work: Path, steps: int, model: str, precision: str = "f
         "checkpoint.every": steps, "log.every": 10, "log.progress": "off", "log.plots": False, "log.tensorboard": False,
         "data.eval_samples": 0, "data.context": 128, "train.precision": precision,
     }
+    if seed is not None:
+        values["train.seed"] = seed
     if kind == "dpo":
         values.update({"data.path": str(work / "pairs_train.jsonl"), "data.eval_path": str(work / "pairs_eval.jsonl"),
                        "train.batch_size": 16, "eval.batches": 16, "objective.beta": 0.1})
@@ -223,6 +227,9 @@ def main() -> None:
     ap.add_argument("--work", default="")
     ap.add_argument("--only", default="", help="'|'-separated parts of row names to run (row names contain "
                     "commas), e.g. --only 'DPO' or --only 'its GPT, beta 0.04|TRL GRPOTrainer, beta 0.04' (default: all)")
+    ap.add_argument("--seed", type=int, default=None,
+                    help="data-order seed of both sides (TRL's seed, trainwell's train.seed); default TRL 0, "
+                         "trainwell its recipe's 1337. One seed's learned numbers move by +-0.05.")
     ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                     help="both sides (TRL: bf16 autocast, its own default; trainwell: train.precision)")
     args = ap.parse_args()
@@ -234,27 +241,27 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(work)]), "OMP_NUM_THREADS": str(args.threads),
            "TRAINWELL_CACHE": os.environ.get("TRAINWELL_CACHE", str(work / "cache")), "VS_TRL_PRECISION": args.precision}
     trl_env = {**PLAIN_ENV, "PYTHONPATH": str(work), "OMP_NUM_THREADS": str(args.threads),
-               "VS_TRL_PRECISION": args.precision}
+               "VS_TRL_PRECISION": args.precision, "VS_TRL_SEED": str(args.seed or 0)}
     n, th = str(args.steps), str(args.threads)
     rows = [  # name, interpreter, script, args (kind/recipe, option)
         ("TRL DPOTrainer, reference model", trl_py, TRL_SCRIPT, ["dpo", "model"], trl_env),
         ("TRL DPOTrainer, precompute_ref_log_probs", trl_py, TRL_SCRIPT, ["dpo", "precompute"], trl_env),
         ("trainwell DPO, its GPT, precomputed reference", sys.executable, OURS_SCRIPT,
-         ["code_dpo", json.dumps(ours_sets("dpo", work, args.steps, "gpt", args.precision, **{"objective.reference": "precompute"}))], env),
+         ["code_dpo", json.dumps(ours_sets("dpo", work, args.steps, "gpt", args.precision, args.seed, **{"objective.reference": "precompute"}))], env),
         ("trainwell DPO, its GPT, reference model", sys.executable, OURS_SCRIPT,
-         ["code_dpo", json.dumps(ours_sets("dpo", work, args.steps, "gpt", args.precision, **{"objective.reference": "model"}))], env),
+         ["code_dpo", json.dumps(ours_sets("dpo", work, args.steps, "gpt", args.precision, args.seed, **{"objective.reference": "model"}))], env),
         ("trainwell DPO, TRL's GPT-2 folder, precomputed", sys.executable, OURS_SCRIPT,
-         ["code_dpo", json.dumps(ours_sets("dpo", work, args.steps, "hf", args.precision, **{"objective.reference": "precompute"}))], env),
+         ["code_dpo", json.dumps(ours_sets("dpo", work, args.steps, "hf", args.precision, args.seed, **{"objective.reference": "precompute"}))], env),
         ("TRL GRPOTrainer, beta 0", trl_py, TRL_SCRIPT, ["grpo", "0.0"], trl_env),
         ("TRL GRPOTrainer, beta 0.04", trl_py, TRL_SCRIPT, ["grpo", "0.04"], trl_env),
         ("trainwell GRPO, its GPT, beta 0", sys.executable, OURS_SCRIPT,
-         ["code_grpo", json.dumps(ours_sets("grpo", work, args.steps, "gpt", args.precision, **{"objective.beta": 0.0}))], env),
+         ["code_grpo", json.dumps(ours_sets("grpo", work, args.steps, "gpt", args.precision, args.seed, **{"objective.beta": 0.0}))], env),
         ("trainwell GRPO, its GPT, beta 0.04", sys.executable, OURS_SCRIPT,
-         ["code_grpo", json.dumps(ours_sets("grpo", work, args.steps, "gpt", args.precision, **{"objective.beta": 0.04}))], env),
+         ["code_grpo", json.dumps(ours_sets("grpo", work, args.steps, "gpt", args.precision, args.seed, **{"objective.beta": 0.04}))], env),
         ("trainwell GRPO, TRL's GPT-2 folder, beta 0", sys.executable, OURS_SCRIPT,
-         ["code_grpo", json.dumps(ours_sets("grpo", work, args.steps, "hf", args.precision, **{"objective.beta": 0.0}))], env),
+         ["code_grpo", json.dumps(ours_sets("grpo", work, args.steps, "hf", args.precision, args.seed, **{"objective.beta": 0.0}))], env),
         ("trainwell PPO, its GPT, 32 x 1 completions", sys.executable, OURS_SCRIPT,
-         ["code_ppo", json.dumps(ours_sets("grpo", work, args.steps, "gpt", args.precision, **{
+         ["code_ppo", json.dumps(ours_sets("grpo", work, args.steps, "gpt", args.precision, args.seed, **{
              "data.prompts_per_rollout": 32, "data.group_size": 1, "data.update_epochs": 1, "data.minibatch_size": 0,
              "objective.kl_coef": 0.05}))], env),
     ]
