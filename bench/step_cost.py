@@ -28,7 +28,7 @@ from common import SHAKESPEARE  # noqa: E402
 from tokens_to_target import split_sets  # noqa: E402
 
 
-def build(recipe: str, sets: list[str]):
+def build(recipe: str, sets: list[str], default_threads: int):
     import torch
 
     from trainwell.config import load_config
@@ -41,8 +41,8 @@ def build(recipe: str, sets: list[str]):
     if recipe == "shakespeare_char":
         sets = [f"data.path={SHAKESPEARE}", *sets]
     cfg = load_config(recipe, sets)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    threads = cfg.train.threads or default_threads  # set again before every block: arms may differ
+    torch.set_num_threads(threads)
     seed_everything(cfg.train.seed)
     device = torch.device("cpu")
     job = build_job(cfg, device)
@@ -51,6 +51,7 @@ def build(recipe: str, sets: list[str]):
     clip = cfg.optim.grad_clip
 
     def steps(n: int) -> int:
+        torch.set_num_threads(threads)
         tokens = 0
         for _ in range(n):
             batch = to_device(next(job.source), device)
@@ -82,7 +83,8 @@ def main() -> None:
     arms = [(a.split("=", 1)[0], split_sets(a.split("=", 1)[1] if "=" in a else "")) for a in args.arm]
     if args.threads:
         arms = [(name, [*sets, f"train.threads={args.threads}"]) for name, sets in arms]
-    built = [(name, *build(args.recipe, sets)) for name, sets in arms]
+    default_threads = torch.get_num_threads()
+    built = [(name, *build(args.recipe, sets, default_threads)) for name, sets in arms]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f}")
     for _, fn, _ in built:
         fn(3)  # warm-up
