@@ -56,6 +56,13 @@ class DecodeThreads:
         self.chosen = fixed if fixed is not None else (n if n <= 1 else None)
         self.times: dict[int, list[float]] = {n: [], 1: []}
 
+    def __enter__(self) -> "DecodeThreads":
+        self.before = torch.get_num_threads()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_num_threads(self.before)  # torch's own setting, whatever the steps ran on
+
     def run(self, step: Callable[[], torch.Tensor]) -> torch.Tensor:
         if self.chosen is not None:
             torch.set_num_threads(self.chosen)
@@ -121,27 +128,10 @@ def generate(model: torch.nn.Module, prompts: Sequence[Sequence[int]], *, max_ne
     stopped = [False] * len(prompts)
     active = list(range(len(prompts)))  # original row of each batch row
     out = Generation(ids=new, stopped=stopped)
+    tail = max((len(s) for s in stop), default=0)  # a stop string spans at most this many new tokens
+    stop_set = set(stop_ids)
     if not prompts or max_new_tokens <= 0:
         return _finish(out, decode, stop)
-    before = torch.get_num_threads()
-    pool = DecodeThreads(before, threads if threads is not None else (before if device.type != "cpu" else None))
-    try:
-        _loop(model, out, seqs, active, pool, context=context, keep=keep, cached=cached,
-              max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, generator=generator,
-              pad_id=pad_id, on_logits=on_logits, decode=decode, stop=stop, stop_set=set(stop_ids))
-    finally:
-        torch.set_num_threads(before)
-    out.threads = pool.chosen or 0
-    return _finish(out, decode, stop)
-
-
-def _loop(model: torch.nn.Module, out: Generation, seqs: list[list[int]], active: list[int], pool: DecodeThreads, *,
-          context: int, keep: int, cached: bool, max_new_tokens: int, temperature: float, top_k: int,
-          generator: torch.Generator | None, pad_id: int, on_logits: Callable[[torch.Tensor, list[int]], None] | None,
-          decode: Callable[[list[int]], str] | None, stop: Sequence[str], stop_set: set[int]) -> None:
-    device = next(model.parameters()).device
-    new, stopped = out.ids, out.stopped
-    tail = max((len(s) for s in stop), default=0)  # a stop string spans at most this many new tokens
 
     def full_windows() -> torch.Tensor:
         """Logits (rows, V) of every active row from a forward over its whole window."""
@@ -158,40 +148,45 @@ def _loop(model: torch.nn.Module, out: Generation, seqs: list[list[int]], active
         cache = model.new_cache(len(windows), capacity, pad)
         return model(ids, cache)[:, -1]
 
-    cache = None
-    logits = full_windows()
-    for step in range(max_new_tokens):
-        if on_logits is not None:
-            on_logits(logits, list(active))
-        nxt = pick_next(logits, temperature, top_k, generator)  # (rows,)
-        done: set[int] = set()
-        for i, (r, t) in enumerate(zip(active, nxt.tolist())):
-            new[r].append(t)
-            seqs[r].append(t)
-            if t in stop_set or (tail and any(s in decode(new[r][-tail:]) for s in stop)):
-                stopped[r] = True
-                done.add(i)
-        if step == max_new_tokens - 1:
-            break
-        if done:
-            keep_rows = [i for i in range(len(active)) if i not in done]
-            if not keep_rows:
+    n = torch.get_num_threads()
+    pool = DecodeThreads(n, threads if threads is not None else (n if device.type != "cpu" else None))
+    with pool:
+        cache = None
+        logits = full_windows()
+        for step in range(max_new_tokens):
+            if on_logits is not None:
+                on_logits(logits, list(active))
+            nxt = pick_next(logits, temperature, top_k, generator)  # (rows,)
+            done: set[int] = set()
+            for i, (r, t) in enumerate(zip(active, nxt.tolist())):
+                new[r].append(t)
+                seqs[r].append(t)
+                if t in stop_set or (tail and any(s in decode(new[r][-tail:]) for s in stop)):
+                    stopped[r] = True
+                    done.add(i)
+            if step == max_new_tokens - 1:
                 break
-            active = [active[i] for i in keep_rows]
-            nxt = nxt[keep_rows]
-            if cache is not None:
-                cache.keep_rows(torch.tensor(keep_rows, device=device))
-        if max(len(seqs[r]) for r in active) > context:  # a window overflows: cut all, rebuild
-            for r in active:
-                del seqs[r][:-keep]
-            out.rebuilds += 1
-            torch.set_num_threads(pool.n)
-            logits = full_windows()
-        elif cached:
-            out.forwards += 1
-            logits = pool.run(lambda: model(nxt[:, None], cache)[:, -1])  # (rows, V): one new token per row
-        else:
-            logits = full_windows()
+            if done:
+                keep_rows = [i for i in range(len(active)) if i not in done]
+                if not keep_rows:
+                    break
+                active = [active[i] for i in keep_rows]
+                nxt = nxt[keep_rows]
+                if cache is not None:
+                    cache.keep_rows(torch.tensor(keep_rows, device=device))
+            if max(len(seqs[r]) for r in active) > context:  # a window overflows: cut all, rebuild
+                for r in active:
+                    del seqs[r][:-keep]
+                out.rebuilds += 1
+                torch.set_num_threads(pool.n)
+                logits = full_windows()
+            elif cached:
+                out.forwards += 1
+                logits = pool.run(lambda: model(nxt[:, None], cache)[:, -1])  # (rows, V): one new token per row
+            else:
+                logits = full_windows()
+    out.threads = pool.chosen or 0
+    return _finish(out, decode, stop)
 
 
 def _finish(out: Generation, decode: Callable[[list[int]], str] | None, stop: Sequence[str]) -> Generation:
