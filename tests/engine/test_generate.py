@@ -49,7 +49,8 @@ PROMPTS = {
 
 
 OPTIONS = {"plain": {}, "speedrun options": dict(qk_norm=True, activation="relu2", norm="rmsnorm",
-                                                  logit_softcap=15.0, tie_embeddings=False)}
+                                                  logit_softcap=15.0, tie_embeddings=False),
+           "LayerNorm QK-norm": dict(qk_norm=True, qk_norm_type="layer")}
 
 
 @pytest.mark.parametrize("options", list(OPTIONS))

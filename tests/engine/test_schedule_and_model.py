@@ -49,6 +49,19 @@ def test_speedrun_model_options():
     assert set(tiny_gpt(norm="rmsnorm").state_dict()) <= set(tiny_gpt(norm="layernorm").state_dict())
 
 
+def test_qk_norm_types_normalise_each_head_their_own_way():
+    seen = {}
+    for kind in ("rms", "layer"):
+        torch.manual_seed(0)
+        m = tiny_gpt(qk_norm=True, qk_norm_type=kind)
+        q = torch.randn(3, 2, 5, 16) * 4 + 1  # (B, heads, T, head_dim), off-centre
+        seen[kind] = m.blocks[0].attn.qk_norm(q)
+    assert torch.allclose(seen["rms"].square().mean(-1), torch.ones(3, 2, 5), atol=1e-3)
+    assert torch.allclose(seen["layer"].mean(-1), torch.zeros(3, 2, 5), atol=1e-5)  # centred, unlike RMSNorm
+    assert torch.allclose(seen["layer"].var(-1, unbiased=False), torch.ones(3, 2, 5), atol=1e-3)
+    assert tiny_gpt().blocks[0].attn.qk_norm is None
+
+
 def tiny_gpt(**kw):
     cfg = load_config("default", ["model.n_layer=2", "model.n_embd=32", "model.n_head=2"] +
                       [f"model.{k}={v!r}" if isinstance(v, str) else f"model.{k}={str(v).lower()}"

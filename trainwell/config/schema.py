@@ -125,8 +125,11 @@ class GPTConfig:
     mlp_ratio: int = opt(4, "MLP hidden width as a multiple of n_embd", min=1)
     norm: str = opt("layernorm", "normalisation: layernorm, or rmsnorm (no mean subtraction, a little cheaper)",
                     choices=("layernorm", "rmsnorm"))
-    qk_norm: bool = opt(False, "RMS-normalise queries and keys per head before attention (QK-norm): bounded "
+    qk_norm: bool = opt(False, "normalise queries and keys per head before attention (QK-norm): bounded "
                         "attention logits, so higher learning rates stay stable")
+    qk_norm_type: str = opt("rms", "QK-norm's normalisation: rms (RMSNorm, as modded-nanogpt and OLMo 2), or layer "
+                            "(LayerNorm without gain or bias; on CPU torch has a fused kernel for it and none "
+                            "for RMSNorm: 2x cheaper)", choices=("rms", "layer"))
     logit_softcap: float = opt(0.0, "cap output logits smoothly at +-c with c * tanh(logits / c) (0 = off; "
                                "modded-nanogpt uses 15-30)", min=0.0)
     zero_init_proj: bool = opt(False, "start every block's output projections at zero, so each block begins "

@@ -34,7 +34,7 @@ def prepare_model(cfg: Config, model: torch.nn.Module, compute_dtype: torch.dtyp
 
 # GPT options that change what the weights compute but not their names or shapes, so init_weights
 # cannot see a mismatch: weights trained with one setting would silently compute something else
-FUNCTION_KEYS = ("activation", "norm", "qk_norm", "logit_softcap", "position")
+FUNCTION_KEYS = ("activation", "norm", "qk_norm", "qk_norm_type", "logit_softcap", "position")
 
 
 def check_same_function(cfg: Config, path: Path) -> None:
@@ -48,7 +48,8 @@ def check_same_function(cfg: Config, path: Path) -> None:
         return
     # a checkpoint written before an option existed was trained with its default
     default = type(cfg.model)()
-    differ = [k for k in FUNCTION_KEYS if saved.get(f"model.{k}", getattr(default, k)) != getattr(cfg.model, k)]
+    differ = [k for k in FUNCTION_KEYS if saved.get(f"model.{k}", getattr(default, k)) != getattr(cfg.model, k)
+              and not (k == "qk_norm_type" and not cfg.model.qk_norm)]  # the type matters only with QK-norm
     if saved.get("model.tie_embeddings", default.tie_embeddings) is False and cfg.model.tie_embeddings:
         differ.append("tie_embeddings")
     if differ:

@@ -53,6 +53,14 @@ def relu2(x: torch.Tensor) -> torch.Tensor:
     return F.relu(x).square()
 
 
+def rms_qk(x: torch.Tensor) -> torch.Tensor:
+    return F.rms_norm(x, (x.shape[-1],), eps=1e-5)
+
+
+def layer_qk(x: torch.Tensor) -> torch.Tensor:
+    return F.layer_norm(x, (x.shape[-1],), eps=1e-5)
+
+
 def softcap(module: nn.Module, args: object, logits: torch.Tensor, *, cap: float) -> torch.Tensor:
     """c * tanh(logits / c): logits bounded smoothly to (-c, c) (a forward hook on the output layer)."""
     return cap * torch.tanh(logits / cap)
@@ -85,7 +93,7 @@ class Attention(nn.Module):
         super().__init__()
         self.n_head, self.dropout, self.causal = cfg.n_head, cfg.dropout, causal
         self.rotary = cfg.position == "rope"
-        self.qk_norm = cfg.qk_norm
+        self.qk_norm = (rms_qk if cfg.qk_norm_type == "rms" else layer_qk) if cfg.qk_norm else None
         self.scale = (cfg.n_embd // cfg.n_head) ** -0.5
         if self.rotary:
             cos, sin = rotary_tables(cfg.context, cfg.n_embd // cfg.n_head)
@@ -105,7 +113,7 @@ class Attention(nn.Module):
         # (B, T, C) -> (B, heads, T, head_dim)
         q, k, v = (t.view(B, T, H, D).transpose(1, 2) for t in qkv.split(C, dim=2))
         if self.qk_norm:
-            q, k = F.rms_norm(q, (D,), eps=1e-5), F.rms_norm(k, (D,), eps=1e-5)
+            q, k = self.qk_norm(q), self.qk_norm(k)
         if cache is None:
             if self.rotary:
                 cos, sin = self.rope_cos[:T], self.rope_sin[:T]
@@ -133,7 +141,7 @@ class Attention(nn.Module):
         """
         q, k, v = qkv
         if self.qk_norm:
-            q, k = F.rms_norm(q, (q.shape[-1],), eps=1e-5), F.rms_norm(k, (k.shape[-1],), eps=1e-5)
+            q, k = self.qk_norm(q), self.qk_norm(k)
         if self.rotary:
             q, k = apply_rotary(q, *cache.rope), apply_rotary(k, *cache.rope)  # at each row's position
         kt, v = cache.append(layer, k, v)  # (B, H, D, S), (B, H, S, D)
