@@ -191,3 +191,35 @@ def test_several_ranks_take_rank_zeros_choice(monkeypatch):
     for r in ranks:
         with pytest.raises(ConfigError, match="needs a CUDA GPU"):
             r.agree(refuse, "choosing the precision")
+
+
+def test_bf16_on_cpu_runs_the_gpts_attention_in_fp32(monkeypatch):
+    """Under trainwell's bf16 autocast on CPU the GPT's attention runs in fp32 (torch's fused kernel
+    is slow in bf16 there); the rest of the model stays bf16, and the cached path works the same."""
+    import torch.nn.functional as F
+
+    from trainwell.engine.generate import generate
+    from trainwell.models import gpt
+
+    cfg = load_config("default", ["model.n_layer=1", "model.n_embd=32", "model.n_head=2"]).model
+    torch.manual_seed(0)
+    m = build_gpt(cfg, vocab_size=20, context=16)
+    seen = []
+    real = F.scaled_dot_product_attention
+
+    def spy(q, k, v, **kw):
+        seen.append(q.dtype)
+        return real(q, k, v, **kw)
+    monkeypatch.setattr(gpt.F, "scaled_dot_product_attention", spy)
+    ids = torch.randint(0, 20, (2, 8))
+    with Precision("bf16", torch.device("cpu")).autocast():
+        out = m(ids)
+        assert out.dtype == torch.bfloat16 and seen == [torch.float32]
+        gen = generate(m.eval(), [[1, 2, 3], [4]], max_new_tokens=4, temperature=0.0)  # left-padded prefill, mask
+    assert all(len(x) == 4 for x in gen.ids) and seen[1] == torch.float32
+    seen.clear()
+    out.float().sum().backward()  # the fp32 kernel's backward
+    assert m.blocks[0].attn.qkv.weight.grad is not None
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # torch's autocast alone: attention as it comes
+        m(ids)
+    assert seen == [torch.bfloat16]

@@ -47,10 +47,14 @@ class Precision:
         stack.enter_context(torch.autocast(self.device.type, dtype=self.dtype))
         if self.device.type == "cpu" and self.dtype == torch.bfloat16:
             # On CPU the fused (flash) attention kernel is slow in bf16 (its backward took 7x the
-            # fp32 time in bench/profile); the math path runs as bf16 batched matmuls on AMX.
+            # fp32 time in bench/profile): other models' attention takes the math path, trainwell's
+            # GPT the fused kernel in fp32, faster still (trainwell/models/gpt.py, FP32_ATTENTION).
             from torch.nn.attention import SDPBackend, sdpa_kernel
 
+            from trainwell.models.gpt import FP32_ATTENTION
+
             stack.enter_context(sdpa_kernel([SDPBackend.MATH]))
+            stack.callback(FP32_ATTENTION.reset, FP32_ATTENTION.set(True))
         return stack
 
     def backward(self, loss: torch.Tensor) -> None:

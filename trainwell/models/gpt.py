@@ -11,12 +11,14 @@ tokens of a batch of sequences whose earlier keys and values are held in a
 
 from __future__ import annotations
 
+import contextvars
 import math
 from functools import partial
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from trainwell.config.schema import GPTConfig
 from trainwell.models.kv_cache import KVCache
@@ -51,6 +53,25 @@ def norm(cfg: GPTConfig) -> nn.Module:
 
 def relu2(x: torch.Tensor) -> torch.Tensor:
     return F.relu(x).square()
+
+
+# Set from outside (trainwell/engine/precision.py) under bf16 autocast on CPU. There torch's fused
+# attention kernel is slow in bf16 (its backward) and the math path makes several bf16 passes; the
+# fused kernel in fp32 is 1.6-1.9x faster than either (bench/RESULTS.md, issue 12, session 10), so
+# attention runs in fp32, on bf16 inputs and back to bf16 for the output projection.
+FP32_ATTENTION: contextvars.ContextVar[bool] = contextvars.ContextVar("trainwell_fp32_attention", default=False)
+_FUSED_FIRST = [SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kw: object) -> torch.Tensor:
+    """``F.scaled_dot_product_attention``, in fp32 where FP32_ATTENTION says so."""
+    if q.dtype != torch.bfloat16 or not FP32_ATTENTION.get():
+        return F.scaled_dot_product_attention(q, k, v, **kw)
+    mask = kw.get("attn_mask")
+    if isinstance(mask, torch.Tensor) and mask.is_floating_point():
+        kw["attn_mask"] = mask.float()
+    with torch.autocast(q.device.type, enabled=False), sdpa_kernel(_FUSED_FIRST):
+        return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), **kw).to(q.dtype)
 
 
 def rms_qk(x: torch.Tensor) -> torch.Tensor:
@@ -118,8 +139,7 @@ class Attention(nn.Module):
             if self.rotary:
                 cos, sin = self.rope_cos[:T], self.rope_sin[:T]
                 q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal,
-                                               dropout_p=self.dropout if self.training else 0.0)
+            y = attention(q, k, v, is_causal=self.causal, dropout_p=self.dropout if self.training else 0.0)
         else:  # a chunk of several new tokens (a prompt): causal among them, after every cached slot
             if self.rotary:
                 q, k = apply_rotary(q, *cache.rope), apply_rotary(k, *cache.rope)
@@ -129,7 +149,7 @@ class Attention(nn.Module):
             # 3x slower on transposed keys, so they are copied back to (B, H, S, D) first)
             if not first:
                 k, v = kt.transpose(-1, -2).contiguous(), v_all
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=cache.mask, is_causal=cache.causal)
+            y = attention(q, k, v, attn_mask=cache.mask, is_causal=cache.causal)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_drop(self.proj(y))
 
