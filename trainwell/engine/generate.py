@@ -47,7 +47,7 @@ class Generation:
 
 
 class DecodeThreads:
-    """Runs decode steps on one thread or on ``n``, whichever the first ``2 * trials`` steps (timed
+    """Runs decode steps on one thread or on ``n`` (torch's count at the start), whichever the first ``2 * trials`` steps (timed
     alternately, ``n`` first) found faster; ``fixed`` skips the trials."""
 
     def __init__(self, n: int, fixed: int | None = None, trials: int = 3,
@@ -57,11 +57,14 @@ class DecodeThreads:
         self.times: dict[int, list[float]] = {n: [], 1: []}
 
     def __enter__(self) -> "DecodeThreads":
-        self.before = torch.get_num_threads()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        torch.set_num_threads(self.before)  # torch's own setting, whatever the steps ran on
+        self.all_threads()  # torch's own setting again, whatever the steps ran on
+
+    def all_threads(self) -> None:
+        """Back to ``n`` (torch's count when the call began), for a prefill or the caller."""
+        torch.set_num_threads(self.n)
 
     def run(self, step: Callable[[], torch.Tensor]) -> torch.Tensor:
         if self.chosen is not None:
@@ -178,7 +181,7 @@ def generate(model: torch.nn.Module, prompts: Sequence[Sequence[int]], *, max_ne
                 for r in active:
                     del seqs[r][:-keep]
                 out.rebuilds += 1
-                torch.set_num_threads(pool.n)
+                pool.all_threads()  # a prefill: every thread
                 logits = full_windows()
             elif cached:
                 out.forwards += 1
