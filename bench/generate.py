@@ -9,7 +9,7 @@ exactly ``--new`` tokens (no EOS), sampled at temperature 0.8. Reports new token
 (rows x new tokens / wall seconds of the whole call) as the best of ``--reps`` (2 without the cache).
 
 Hugging Face runs in its own process with plain torch, the way its users run it: trainwell is not
-imported there, so OpenMP keeps libgomp's defaults (trainwell lowers the spin count, which costs
+imported there, so OpenMP keeps libgomp's defaults unless you set your own (trainwell lowers the spin count, which costs
 HF's decoding up to ~1.8x on a 2-core Xeon). It is timed at ``--threads`` and at one thread, and
 the faster of the two is the figure trainwell is compared with.
 
@@ -27,6 +27,7 @@ import sys
 import time
 
 PEER = "--peer" in sys.argv  # the Hugging Face side: its own process, no trainwell
+PLAIN_ENV = dict(os.environ)  # before trainwell's import sets GOMP_SPINCOUNT: the peer's environment
 if not PEER:
     import trainwell  # noqa: F401  (first: its OpenMP defaults must be set before torch loads)
 import torch
@@ -84,8 +85,7 @@ def peer(args: argparse.Namespace) -> None:
 
 
 def run_peer(args: argparse.Namespace) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "TRAINWELL_OMP_APPLIED", "OMP_NUM_THREADS")}
+    env = {k: v for k, v in PLAIN_ENV.items() if k != "OMP_NUM_THREADS"}  # an OpenMP setting of yours goes to both
     cmd = [sys.executable, __file__, "--peer", "--batch", str(args.batch), "--new", str(args.new),
            "--reps", str(args.reps), "--threads", str(args.threads)]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
