@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextvars
 import math
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -109,6 +110,17 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
 
 
+@dataclass
+class Packed:
+    """Several sequences sharing a prefix in one row (trainwell/objectives/packing.py): each token's
+    position in its own sequence and which tokens each one may attend to.
+
+    positions: (B, T) position ids; mask: (B, 1, T, T) bool, True where the query (row) sees the key.
+    """
+    positions: torch.Tensor
+    mask: torch.Tensor
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: GPTConfig, causal: bool):
         super().__init__()
@@ -125,7 +137,8 @@ class Attention(nn.Module):
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.resid_drop = dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0,
+                packed: Packed | None = None) -> torch.Tensor:
         B, T, C = x.shape
         H, D = self.n_head, C // self.n_head
         qkv = self.qkv(x)  # (B, T, 3C): q | k | v, each C = heads x head_dim
@@ -135,7 +148,12 @@ class Attention(nn.Module):
         q, k, v = (t.view(B, T, H, D).transpose(1, 2) for t in qkv.split(C, dim=2))
         if self.qk_norm:
             q, k = self.qk_norm(q), self.qk_norm(k)
-        if cache is None:
+        if packed is not None:
+            if self.rotary:
+                cos, sin = self.rope_cos[packed.positions].unsqueeze(1), self.rope_sin[packed.positions].unsqueeze(1)
+                q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+            y = attention(q, k, v, attn_mask=packed.mask, dropout_p=self.dropout if self.training else 0.0)
+        elif cache is None:
             if self.rotary:
                 cos, sin = self.rope_cos[:T], self.rope_sin[:T]
                 q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
@@ -190,8 +208,9 @@ class Block(nn.Module):
         self.ln1, self.attn = norm(cfg), Attention(cfg, causal)
         self.ln2, self.mlp = norm(cfg), MLP(cfg)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x), cache, layer)
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0,
+                packed: Packed | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), cache, layer, packed)
         return x + self.mlp(self.ln2(x))
 
 
@@ -239,24 +258,32 @@ class GPT(nn.Module):
     def width(self) -> int:
         return self.tok_emb.weight.shape[1]
 
-    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    accepts_packed = True  # forward(idx, packed=Packed(...)): trainwell/objectives/packing.py
+
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, packed: Packed | None = None) -> torch.Tensor:
         """(B, T) token ids -> (B, T, vocab) logits.
 
         With ``cache``: idx are the next T tokens of each row, written at the cache's next slots;
         their keys and values are stored and they attend to every earlier real token of their row.
+        With ``packed``: each token sits at ``packed.positions`` and sees the keys ``packed.mask`` allows.
         """
         # the private body, not features(): FSDP2 wraps every public method (distributed/parallel.py,
         # model_methods) and would reshard the output layer's weight when features() returns
-        return self.lm_head(self._features(idx, cache))
+        return self.lm_head(self._features(idx, cache, packed))
 
     def features(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """(B, T) token ids -> (B, T, width) final hidden states (after the last layer norm): what the
         output layer reads, and what a reward or value head reads instead (trainwell/models/heads.py)."""
         return self._features(idx, cache)
 
-    def _features(self, idx: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+    def _features(self, idx: torch.Tensor, cache: KVCache | None, packed: Packed | None = None) -> torch.Tensor:
         T = idx.shape[1]
-        if cache is None:
+        if packed is not None:
+            positions = packed.positions
+            if T and int(positions.max()) >= self.context:
+                raise ValueError(f"a packed sequence reaches position {int(positions.max())}, beyond the model "
+                                 f"context {self.context}")
+        elif cache is None:
             if T > self.context:
                 raise ValueError(f"sequence of {T} tokens is longer than the model context {self.context}")
             positions = torch.arange(T, device=idx.device)
@@ -274,7 +301,7 @@ class GPT(nn.Module):
             x = x + self.pos_emb(positions)
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
-            x = block(x, cache, i)
+            x = block(x, cache, i, packed)
         if cache is not None:
             cache.advance(T)
         return self.ln_f(x)

@@ -6,7 +6,8 @@ implicit reward h = [log pi(y_w) - log pi_ref(y_w)] - [log pi(y_l) - log pi_ref(
     hinge    max(0, 1 - beta h)    (SLiC-HF, Zhao et al. 2023)
 
 The reference log-probs come in the batch (precomputed once) or from ``reference(batch)`` (a
-frozen model, or the same model with its LoRA adapters off).
+frozen model, or the same model with its LoRA adapters off). The two sides of a pair share one
+forward of their prompt (trainwell/objectives/packing.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from trainwell.objectives.base import LossOutput
-from trainwell.objectives.sequence import shifted, token_logps
+from trainwell.objectives.packing import pair_logps
+from trainwell.objectives.sequence import shifted
 
 
 def dpo_losses(pi_chosen: torch.Tensor, pi_rejected: torch.Tensor, ref_chosen: torch.Tensor,
@@ -39,15 +41,14 @@ def dpo_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], *, beta: fl
              reference: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None) -> LossOutput:
     """``batch``: ids/mask (2B, T), the B chosen rows then the B rejected rows, and ``ref_logp`` (2B,)
     unless ``reference`` computes it."""
-    inputs, targets, m = shifted(batch["ids"], batch["mask"])
-    logp = (token_logps(model(inputs), targets) * m).sum(-1)  # (2B,)
+    logp = pair_logps(model, batch)  # (2B,), both sides of a pair in one row where the model allows
     if "ref_logp" in batch:
         ref = batch["ref_logp"]
     else:
         with torch.no_grad():
             ref = reference(batch)  # type: ignore[misc]
     if loss_type == "ipo":  # IPO on length-averaged log-probs
-        count = m.sum(-1).clamp_min(1)
+        count = shifted(batch["ids"], batch["mask"])[2].sum(-1).clamp_min(1)
         logp, ref = logp / count, ref / count
     pi_c, pi_r = logp.chunk(2)
     ref_c, ref_r = ref.float().chunk(2)

@@ -31,6 +31,7 @@ from trainwell.engine.generate import generate, sample_text
 from trainwell.engine.job import Job
 from trainwell.engine.precision import Precision
 from trainwell.errors import ConfigError
+from trainwell.objectives.packing import pair_logps
 from trainwell.objectives.sequence import sequence_logps, shifted, token_logps
 from trainwell.paradigms.lm import build_lm, make_tokenizer, needs_head, starting_copy
 
@@ -245,11 +246,11 @@ def dpo_reference(cfg: Config, model: torch.nn.Module, vocab_size: int, device: 
 
         def off(batch: dict[str, torch.Tensor]) -> torch.Tensor:
             with adapters_off(model):
-                return sequence_logps(model, batch["ids"], batch["mask"])
+                return pair_logps(model, batch)
         return (None, None), off
     ref = starting_copy(cfg, model, vocab_size).to(device)
     if how == "model":
-        return (None, None), lambda batch: sequence_logps(ref, batch["ids"], batch["mask"])
+        return (None, None), lambda batch: pair_logps(ref, batch)
     # precomputed: the copy is dropped once both are computed, only its log-probs stay
     held_ref = tuple(all_logps(ref, s, device, autocast) for s in held)
     train_ref = Once(lambda: tuple(all_logps(ref, s, device, autocast) for s in train))

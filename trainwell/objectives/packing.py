@@ -1,0 +1,111 @@
+"""Both sides of a preference pair in one row: the prompt once, then the chosen and the rejected
+completion, each completion seeing the prompt and itself only (Wang et al. 2024, "Accelerating
+Direct Preference Optimization with Prefix Sharing").
+
+A pair batch holds 2B rows, prompt + completion each (the B chosen rows, then the B rejected ones),
+so the prompt is computed twice. Packed, row i is
+
+    prompt (p tokens) | chosen completion (c) | rejected completion (r)     positions 0..p+c-1, p..p+r-1
+
+with an attention mask that is causal except that rejected tokens do not see chosen ones. Every
+completion token then has exactly the keys and positions it had in its own row, so its log-prob is
+the same up to float rounding, for (p + c + r) / (2p + c + r) of the tokens: 3/4 when prompt and
+completions are as long. The first token of either completion is predicted from the prompt's last
+position, which the two share.
+
+Used for models that take ``packed=`` (trainwell's GPT); other models, and pairs whose two rows do
+not share their prompt, get the plain 2B-row forward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from trainwell.models.gpt import Packed
+
+
+def accepts_packed(model: torch.nn.Module) -> bool:
+    """Whether ``model`` (or the module inside a DDP or torch.compile wrapper) takes ``packed=``."""
+    for _ in range(4):
+        if getattr(type(model), "accepts_packed", False):
+            return True
+        inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
+        if not isinstance(inner, torch.nn.Module):
+            return False
+        model = inner
+    return False
+
+
+@dataclass
+class PackedPairs:
+    ids: torch.Tensor  # (B, L) prompt | chosen | rejected, right-padded
+    layout: Packed
+    where: torch.Tensor  # (2B, K) the packed position whose logits predict each completion token
+    targets: torch.Tensor  # (2B, K) that token
+    weights: torch.Tensor  # (2B, K) float: the completion mask, 0 on padding
+
+
+def pack_pairs(ids: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor, pad_id: int = 0) -> PackedPairs | None:
+    """``ids``/``mask`` (2B, T) and ``lengths`` (2B,) of a pair batch -> the packed batch, or None when
+    some pair's two rows do not start their completions at the same place after the same prompt, or
+    a completion starts at position 0 (nothing predicts its first token)."""
+    B = ids.shape[0] // 2
+    m = mask.bool()
+    if B == 0 or not bool(m.any(1).all()):
+        return None
+    start = m.int().argmax(1)  # first completion token = prompt length
+    sc, sr = start[:B], start[B:]
+    if bool((sc != sr).any()) or bool((sc == 0).any()):
+        return None
+    col = torch.arange(ids.shape[1], device=ids.device)
+    prompt = col[None, :] < sc[:, None]
+    if bool(((ids[:B] != ids[B:]) & prompt).any()):
+        return None
+    p, lc, lr = sc.tolist(), (lengths[:B] - sc).tolist(), (lengths[B:] - sc).tolist()
+    L = max(a + b + c for a, b, c in zip(p, lc, lr))
+    K = max(max(lc), max(lr))
+    dev = ids.device
+    out = torch.full((B, L), pad_id, dtype=ids.dtype, device=dev)
+    pos = torch.zeros((B, L), dtype=torch.long, device=dev)
+    see = torch.ones((L, L), dtype=torch.bool, device=dev).tril().repeat(B, 1, 1)
+    where = torch.zeros((2 * B, K), dtype=torch.long, device=dev)
+    targets = torch.zeros((2 * B, K), dtype=ids.dtype, device=dev)
+    weights = torch.zeros((2 * B, K), dtype=torch.float32, device=dev)
+    for i in range(B):
+        a, c, r = p[i], lc[i], lr[i]
+        out[i, :a + c] = ids[i, :a + c]
+        out[i, a + c:a + c + r] = ids[B + i, a:a + r]
+        pos[i, :a + c] = torch.arange(a + c, device=dev)
+        pos[i, a + c:a + c + r] = torch.arange(a, a + r, device=dev)
+        see[i, a + c:, a:a + c] = False  # the rejected completion (and the padding after it) never sees the chosen one
+        # token a + j of a completion is predicted by the position before it: the prompt's last (a - 1)
+        # for j = 0, then that completion's own previous token
+        where[i, :c] = torch.arange(a - 1, a + c - 1, device=dev)
+        where[B + i, :r] = torch.cat([torch.tensor([a - 1], device=dev), torch.arange(a + c, a + c + r - 1, device=dev)])
+        targets[i, :c], targets[B + i, :r] = ids[i, a:a + c], ids[B + i, a:a + r]
+        weights[i, :c], weights[B + i, :r] = m[i, a:a + c].float(), m[B + i, a:a + r].float()
+    return PackedPairs(out, Packed(pos, see.unsqueeze(1)), where, targets, weights)
+
+
+def packed_pair_logps(model: torch.nn.Module, packed: PackedPairs) -> torch.Tensor:
+    """(2B,) summed completion log-probs, chosen rows then rejected rows, as from the unpacked batch."""
+    logits = model(packed.ids, packed=packed.layout).float()  # (B, L, V)
+    where = packed.where.unsqueeze(-1).expand(-1, -1, logits.shape[-1])
+    B = logits.shape[0]  # row i and B + i of ``where`` read packed row i
+    picked = torch.cat([logits.gather(1, where[:B]), logits.gather(1, where[B:])])  # (2B, K, V)
+    logp = picked.gather(-1, packed.targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(picked, dim=-1)
+    return (logp * packed.weights).sum(-1)
+
+
+def pair_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(2B,) completion log-probs of a pair batch (ids, mask, lengths): packed where the model and the
+    pairs allow it, else one row per side (trainwell/objectives/sequence.py)."""
+    from trainwell.objectives.sequence import sequence_logps
+
+    if "lengths" in batch and accepts_packed(model):
+        packed = pack_pairs(batch["ids"], batch["mask"], batch["lengths"])
+        if packed is not None:
+            return packed_pair_logps(model, packed)
+    return sequence_logps(model, batch["ids"], batch["mask"])
