@@ -70,3 +70,20 @@ def test_dpo_loss_is_the_same_packed_or_not():
     torch.testing.assert_close(packed.loss, plain.loss, rtol=1e-5, atol=1e-6)
     for key in ("rewards/margins", "logps/chosen"):
         torch.testing.assert_close(packed.metrics[key], plain.metrics[key], rtol=1e-5, atol=1e-5)
+
+
+def test_reward_model_scores_are_the_same_packed_or_not():
+    from trainwell.models.heads import ScalarHead
+    from trainwell.objectives.reward import reward_loss
+
+    torch.manual_seed(2)
+    model = ScalarHead(GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, context=32), 40))
+    plain_body = torch.nn.Linear(2, 2)
+    plain_body.width = 2  # a body without packed= (as a Hugging Face model is)
+    assert accepts_packed(model) and not accepts_packed(ScalarHead(plain_body))
+    batch = pair_batch(prompts=[3, 7, 5], chosen=[6, 2, 9], rejected=[4, 8, 1], seed=4)
+    packed = reward_loss(model, batch)
+    plain = reward_loss(model, {k: v for k, v in batch.items() if k != "mask"})  # no mask: unpacked
+    torch.testing.assert_close(packed.loss, plain.loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(packed.metrics["rewards/chosen"], plain.metrics["rewards/chosen"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(packed.metrics["rewards/rejected"], plain.metrics["rewards/rejected"], rtol=1e-5, atol=1e-5)

@@ -271,10 +271,10 @@ class GPT(nn.Module):
         # model_methods) and would reshard the output layer's weight when features() returns
         return self.lm_head(self._features(idx, cache, packed))
 
-    def features(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def features(self, idx: torch.Tensor, cache: KVCache | None = None, packed: Packed | None = None) -> torch.Tensor:
         """(B, T) token ids -> (B, T, width) final hidden states (after the last layer norm): what the
         output layer reads, and what a reward or value head reads instead (trainwell/models/heads.py)."""
-        return self._features(idx, cache)
+        return self._features(idx, cache, packed)
 
     def _features(self, idx: torch.Tensor, cache: KVCache | None, packed: Packed | None = None) -> torch.Tensor:
         T = idx.shape[1]

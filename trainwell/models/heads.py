@@ -8,6 +8,8 @@ LM checkpoint loads into it (trainwell/engine/prepare.py matches names across th
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn as nn
 
@@ -27,8 +29,13 @@ class ScalarHead(nn.Module):
         nn.init.zeros_(self.head.bias)
         self.context = getattr(body, "context", 1 << 30)
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body.features(ids)).squeeze(-1)
+    @property
+    def accepts_packed(self) -> bool:  # both sides of a pair in one row (trainwell/objectives/packing.py)
+        return bool(getattr(self.body, "accepts_packed", False))
+
+    def forward(self, ids: torch.Tensor, packed: Any = None) -> torch.Tensor:
+        features = self.body.features(ids) if packed is None else self.body.features(ids, packed=packed)
+        return self.head(features).squeeze(-1)
 
 
 class PolicyValue(nn.Module):

@@ -13,8 +13,8 @@ the same up to float rounding, for (p + c + r) / (2p + c + r) of the tokens: 3/4
 completions are as long. The first token of either completion is predicted from the prompt's last
 position, which the two share.
 
-Used for models that take ``packed=`` (trainwell's GPT); other models, and pairs whose two rows do
-not share their prompt, get the plain 2B-row forward.
+Used for models that take ``packed=`` (trainwell's GPT, and a reward model on it); other models, and
+pairs whose two rows do not share their prompt, get the plain 2B-row forward.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from trainwell.models.gpt import Packed
 def accepts_packed(model: torch.nn.Module) -> bool:
     """Whether ``model`` (or the module inside a DDP or torch.compile wrapper) takes ``packed=``."""
     for _ in range(4):
-        if getattr(type(model), "accepts_packed", False):
+        if getattr(model, "accepts_packed", False):
             return True
         inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
         if not isinstance(inner, torch.nn.Module):
@@ -45,6 +45,7 @@ class PackedPairs:
     where: torch.Tensor  # (2B, K) the packed position whose logits predict each completion token
     targets: torch.Tensor  # (2B, K) that token
     weights: torch.Tensor  # (2B, K) float: the completion mask, 0 on padding
+    last: torch.Tensor  # (2B,) the packed position of each completion's last token (a reward model's score)
 
 
 def pack_pairs(ids: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor, pad_id: int = 0) -> PackedPairs | None:
@@ -73,6 +74,7 @@ def pack_pairs(ids: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor, pad
     where = torch.zeros((2 * B, K), dtype=torch.long, device=dev)
     targets = torch.zeros((2 * B, K), dtype=ids.dtype, device=dev)
     weights = torch.zeros((2 * B, K), dtype=torch.float32, device=dev)
+    last = torch.zeros(2 * B, dtype=torch.long, device=dev)
     for i in range(B):
         a, c, r = p[i], lc[i], lr[i]
         out[i, :a + c] = ids[i, :a + c]
@@ -86,7 +88,8 @@ def pack_pairs(ids: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor, pad
         where[B + i, :r] = torch.cat([torch.tensor([a - 1], device=dev), torch.arange(a + c, a + c + r - 1, device=dev)])
         targets[i, :c], targets[B + i, :r] = ids[i, a:a + c], ids[B + i, a:a + r]
         weights[i, :c], weights[B + i, :r] = m[i, a:a + c].float(), m[B + i, a:a + r].float()
-    return PackedPairs(out, Packed(pos, see.unsqueeze(1)), where, targets, weights)
+        last[i], last[B + i] = a + c - 1, a + c + r - 1
+    return PackedPairs(out, Packed(pos, see.unsqueeze(1)), where, targets, weights, last)
 
 
 def packed_pair_logps(model: torch.nn.Module, packed: PackedPairs) -> torch.Tensor:

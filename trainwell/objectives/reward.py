@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from trainwell.objectives.base import LossOutput
+from trainwell.objectives.packing import accepts_packed, pack_pairs
 
 
 def bradley_terry(chosen: torch.Tensor, rejected: torch.Tensor, center_coef: float = 0.0
@@ -30,7 +31,14 @@ def last_token_scores(model: torch.nn.Module, ids: torch.Tensor, lengths: torch.
 
 def reward_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], *, center_coef: float = 0.0) -> LossOutput:
     """``batch``: ids (2B, T) - the B chosen rows, then the B rejected rows - and lengths (2B,)."""
-    r = last_token_scores(model, batch["ids"], batch["lengths"])
+    packed = None
+    if "mask" in batch and accepts_packed(model):
+        packed = pack_pairs(batch["ids"], batch["mask"], batch["lengths"])
+    if packed is not None:  # both sides of a pair in one row: the prompt once (trainwell/objectives/packing.py)
+        scores = model(packed.ids, packed=packed.layout)  # (B, L)
+        r = torch.cat([scores, scores]).gather(1, packed.last[:, None]).squeeze(1).float()
+    else:
+        r = last_token_scores(model, batch["ids"], batch["lengths"])
     chosen, rejected = r.chunk(2)
     loss, metrics = bradley_terry(chosen, rejected, center_coef)
     return LossOutput(loss=loss, units=len(chosen), metrics=metrics, processed=int(batch["ids"].numel()))
