@@ -55,6 +55,15 @@ def test_pairs_that_do_not_share_a_prompt_take_the_plain_forward():
     assert pack_pairs(other["ids"], other["mask"], other["lengths"]) is None
     empty_prompt = pair_batch(prompts=[0, 2], chosen=[3, 3], rejected=[2, 2])
     assert pack_pairs(empty_prompt["ids"], empty_prompt["mask"], empty_prompt["lengths"]) is None
+    from trainwell.objectives import packing
+
+    big = pair_batch(prompts=[4, 6], chosen=[3, 3], rejected=[3, 3])
+    assert pack_pairs(big["ids"], big["mask"], big["lengths"]) is not None
+    old, packing.MASK_BUDGET = packing.MASK_BUDGET, 2 * 12 * 12 - 1  # 2 packed rows of 12: just over
+    try:
+        assert pack_pairs(big["ids"], big["mask"], big["lengths"]) is None
+    finally:
+        packing.MASK_BUDGET = old
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, context=16), 40)
     torch.testing.assert_close(pair_logps(model, other), sequence_logps(model, other["ids"], other["mask"]))
     assert accepts_packed(model) and not accepts_packed(torch.nn.Linear(2, 2))

@@ -48,13 +48,18 @@ class PackedPairs:
     last: torch.Tensor  # (2B,) the packed position of each completion's last token (a reward model's score)
 
 
+MASK_BUDGET = 1 << 26  # packed rows x L x L mask entries (64 Mi bools): past that, two rows per pair
+
+
 def pack_pairs(ids: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor, pad_id: int = 0) -> PackedPairs | None:
     """``ids``/``mask`` (2B, T) and ``lengths`` (2B,) of a pair batch -> the packed batch, or None when
-    some pair's two rows do not start their completions at the same place after the same prompt, or
-    a completion starts at position 0 (nothing predicts its first token)."""
+    some pair's two rows do not start their completions at the same place after the same prompt, a
+    completion starts at position 0 (nothing predicts its first token), the batch is not on the CPU
+    (measured there only: on CUDA the causal two-row kernels may well be faster than one masked
+    row), or the attention mask would pass ``MASK_BUDGET``."""
     B = ids.shape[0] // 2
     m = mask.bool()
-    if B == 0 or not bool(m.any(1).all()):
+    if B == 0 or ids.device.type != "cpu" or not bool(m.any(1).all()):
         return None
     start = m.int().argmax(1)  # first completion token = prompt length
     sc, sr = start[:B], start[B:]
@@ -66,6 +71,8 @@ def pack_pairs(ids: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor, pad
         return None
     p, lc, lr = sc.tolist(), (lengths[:B] - sc).tolist(), (lengths[B:] - sc).tolist()
     L = max(a + b + c for a, b, c in zip(p, lc, lr))
+    if B * L * L > MASK_BUDGET:
+        return None
     K = max(max(lc), max(lr))
     dev = ids.device
     out = torch.full((B, L), pad_id, dtype=ids.dtype, device=dev)
