@@ -225,7 +225,8 @@ def pairs_job(cfg: Config, device: torch.device) -> Job:
         extra["reference"] = o.reference
     source = RowBatches(len(train), cfg.train.batch_size, cfg.train.seed, pairs_of(tc, tr, refs[0]), what="pairs")
     evals = fixed_batches(len(held), cfg.train.batch_size, pairs_of(ec, er, refs[1]), cfg.eval.batches)
-    return Job(model=model, source=source, objective=objective, eval_batches=evals, units="pairs",
+    # units: the rows' tokens, which the objectives report as LossOutput.processed (as SFT's do)
+    return Job(model=model, source=source, objective=objective, eval_batches=evals, units="tokens",
                batches_per_epoch=source.batches_per_epoch(), best_metric=best, best_mode=mode,
                facts=facts_of(model, info, vocab_size, completions_cut=cut, **extra), sample=sample,
                encode=tok.encode, decode=tok.decode, eval_samples=samples)
