@@ -99,23 +99,28 @@ def pack_pairs(ids: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor, pad
     return PackedPairs(out, Packed(pos, see.unsqueeze(1)), where, targets, weights, last)
 
 
-def packed_pair_logps(model: torch.nn.Module, packed: PackedPairs) -> torch.Tensor:
-    """(2B,) summed completion log-probs, chosen rows then rejected rows, as from the unpacked batch."""
-    logits = model(packed.ids, packed=packed.layout).float()  # (B, L, V)
-    where = packed.where.unsqueeze(-1).expand(-1, -1, logits.shape[-1])
-    B = logits.shape[0]  # row i and B + i of ``where`` read packed row i
-    picked = torch.cat([logits.gather(1, where[:B]), logits.gather(1, where[B:])])  # (2B, K, V)
-    logp = picked.gather(-1, packed.targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(picked, dim=-1)
-    return (logp * packed.weights).sum(-1)
+def packed(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> PackedPairs | None:
+    """The pair batch (ids, mask, lengths) packed for ``model``, or None where the model or the pairs
+    do not allow it (then one row per side)."""
+    if "mask" not in batch or "lengths" not in batch or not accepts_packed(model):
+        return None
+    return pack_pairs(batch["ids"], batch["mask"], batch["lengths"])
+
+
+def sides(x: torch.Tensor) -> torch.Tensor:
+    """(B, ...) per packed row -> (2B, ...): row i for the chosen side i and for the rejected side B + i."""
+    return torch.arange(2 * x.shape[0], device=x.device) % x.shape[0]
 
 
 def pair_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """(2B,) completion log-probs of a pair batch (ids, mask, lengths): packed where the model and the
-    pairs allow it, else one row per side (trainwell/objectives/sequence.py)."""
+    """(2B,) completion log-probs of a pair batch, chosen rows then rejected rows: packed where the model
+    and the pairs allow it, else one row per side (trainwell/objectives/sequence.py)."""
     from trainwell.objectives.sequence import sequence_logps
 
-    if "lengths" in batch and accepts_packed(model):
-        packed = pack_pairs(batch["ids"], batch["mask"], batch["lengths"])
-        if packed is not None:
-            return packed_pair_logps(model, packed)
-    return sequence_logps(model, batch["ids"], batch["mask"])
+    pk = packed(model, batch)
+    if pk is None:
+        return sequence_logps(model, batch["ids"], batch["mask"])
+    logits = model(pk.ids, packed=pk.layout).float()  # (B, L, V)
+    picked = logits[sides(logits)[:, None], pk.where]  # (2B, K, V)
+    logp = picked.gather(-1, pk.targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(picked, dim=-1)
+    return (logp * pk.weights).sum(-1)

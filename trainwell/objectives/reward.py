@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from trainwell.objectives.base import LossOutput
-from trainwell.objectives.packing import accepts_packed, pack_pairs
+from trainwell.objectives.packing import packed, sides
 
 
 def bradley_terry(chosen: torch.Tensor, rejected: torch.Tensor, center_coef: float = 0.0
@@ -31,12 +31,10 @@ def last_token_scores(model: torch.nn.Module, ids: torch.Tensor, lengths: torch.
 
 def reward_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], *, center_coef: float = 0.0) -> LossOutput:
     """``batch``: ids (2B, T) - the B chosen rows, then the B rejected rows - and lengths (2B,)."""
-    packed = None
-    if "mask" in batch and accepts_packed(model):
-        packed = pack_pairs(batch["ids"], batch["mask"], batch["lengths"])
-    if packed is not None:  # both sides of a pair in one row: the prompt once (trainwell/objectives/packing.py)
-        scores = model(packed.ids, packed=packed.layout)  # (B, L)
-        r = torch.cat([scores, scores]).gather(1, packed.last[:, None]).squeeze(1).float()
+    pk = packed(model, batch)
+    if pk is not None:  # both sides of a pair in one row: the prompt once (trainwell/objectives/packing.py)
+        scores = model(pk.ids, packed=pk.layout)  # (B, L)
+        r = scores[sides(scores), pk.last].float()
     else:
         r = last_token_scores(model, batch["ids"], batch["lengths"])
     chosen, rejected = r.chunk(2)
