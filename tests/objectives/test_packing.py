@@ -16,10 +16,7 @@ from trainwell.objectives.sequence import sequence_logps
 def pair_batch(prompts: list[int], chosen: list[int], rejected: list[int], vocab: int = 40, seed: int = 0):
     """2B right-padded rows, prompt + completion, the way pairs_of collates them."""
     g = torch.Generator().manual_seed(seed)
-    rows, starts = [], []
-    for side in (chosen, rejected):
-        for i, (p, c) in enumerate(zip(prompts, side)):
-            rows.append((i, p, c))
+    rows = [(i, p, c) for side in (chosen, rejected) for i, (p, c) in enumerate(zip(prompts, side))]
     prompt_ids = [torch.randint(1, vocab, (p,), generator=g) for p in prompts]
     width = max(p + max(c, r) for p, c, r in zip(prompts, chosen, rejected))
     n = len(rows)
