@@ -55,6 +55,10 @@ METHODS: dict[str, tuple[str, dict[str, object]]] = {
     # a stronger pull to the reference: DPO's beta, PPO's KL coefficient (beta 0.1 / kl_coef 0.05 pass
     # KL 5 within the first 40 / 60 steps); checkpoints 4x as often, to see the low-KL end
     "dpo_beta05": ("code_dpo", {"train.steps": 200, "checkpoint.every": 10, "objective.beta": 0.5}),
+    # three passes over the pairs instead of one, and IPO (a fixed target margin 1 / (2 beta), no push to infinity)
+    "dpo_beta05_long": ("code_dpo", {"train.steps": 600, "checkpoint.every": 30, "objective.beta": 0.5}),
+    "ipo_beta05": ("code_dpo", {"train.steps": 600, "checkpoint.every": 30, "objective.beta": 0.5,
+                                "objective.loss_type": "ipo"}),
     "ppo": ("code_ppo", {"train.steps": 600, "checkpoint.every": 60, "objective.kl_coef": 0.05, "optim.lr": 1e-4}),
     "ppo_kl02": ("code_ppo", {"train.steps": 300, "checkpoint.every": 15, "objective.kl_coef": 0.2, "optim.lr": 1e-4}),
     "ppo_nokl": ("code_ppo", {"train.steps": 600, "checkpoint.every": 60, "objective.kl_coef": 0.0,
@@ -64,11 +68,38 @@ METHODS: dict[str, tuple[str, dict[str, object]]] = {
     "grpo_gold": ("code_grpo", {"train.steps": 300, "checkpoint.every": 30, "objective.beta": 0.04,
                                 "objective.reward_funcs": ["code_valid"], "objective.reward_model": "",
                                 "optim.lr": 1e-4}),
+    # KL-efficient settings: the loss is E[A] - beta KL per sequence, and with group-normalised A (std 1) the
+    # regularised optimum sits at KL ~ 1 / (2 beta^2): beta 0.04 aims at hundreds of nats, 0.5 at ~2
+    "grpo_gold_b05": ("code_grpo", {"train.steps": 300, "checkpoint.every": 15, "objective.beta": 0.5,
+                                    "objective.reward_funcs": ["code_valid"], "objective.reward_model": "",
+                                    "optim.lr": 1e-4}),
+    # Dr. GRPO (raw rewards, std ~0.35): optimum at KL ~ var / (2 beta^2) ~ 1.5 nats for beta 0.2
+    "grpo_gold_dr02": ("code_grpo", {"train.steps": 300, "checkpoint.every": 15, "objective.beta": 0.2,
+                                     "objective.scale_rewards": "none", "objective.reward_funcs": ["code_valid"],
+                                     "objective.reward_model": "", "optim.lr": 1e-4}),
+    # beta 0.5 holds the KL near 1-1.5 nats but lr 1e-4 is still climbing after 300 steps: 3x the step size
+    "grpo_gold_b05_lr3": ("code_grpo", {"train.steps": 300, "checkpoint.every": 15, "objective.beta": 0.5,
+                                        "objective.reward_funcs": ["code_valid"], "objective.reward_model": "",
+                                        "optim.lr": 3e-4}),
+    # ... which made it worse (KL 2 after 15 steps): the KL spent early is gradient noise, so the other way: a third
+    # of the step size, or four times the samples per step
+    "grpo_gold_lr03": ("code_grpo", {"train.steps": 400, "checkpoint.every": 20, "objective.beta": 0.04,
+                                     "objective.reward_funcs": ["code_valid"], "objective.reward_model": "",
+                                     "optim.lr": 3e-5}),
+    "grpo_gold_x4": ("code_grpo", {"train.steps": 100, "checkpoint.every": 5, "objective.beta": 0.04,
+                                   "data.prompts_per_rollout": 32, "objective.reward_funcs": ["code_valid"],
+                                   "objective.reward_model": "", "optim.lr": 1e-4}),
+    "grpo_rm_b05": ("code_grpo", {"train.steps": 300, "checkpoint.every": 15, "objective.beta": 0.5,
+                                  "objective.reward_funcs": [], "optim.lr": 1e-4}),
 }
 LABELS = {"sft": "SFT", "bon": "best-of-n (reward model)", "bon_gold": "best-of-n (gold, oracle)",
           "dpo": "DPO, beta 0.1", "dpo_beta05": "DPO, beta 0.5", "ppo": "PPO, KL penalty 0.05",
           "ppo_kl02": "PPO, KL penalty 0.2", "ppo_nokl": "PPO, no KL penalty",
-          "grpo_rm": "GRPO, reward model", "grpo_gold": "GRPO, gold reward"}
+          "grpo_rm": "GRPO, reward model", "grpo_gold": "GRPO, gold reward",
+          "grpo_gold_b05": "GRPO, gold reward, beta 0.5", "grpo_gold_dr02": "Dr. GRPO, gold reward, beta 0.2",
+          "grpo_rm_b05": "GRPO, reward model, beta 0.5", "grpo_gold_b05_lr3": "GRPO, gold reward, beta 0.5, lr 3e-4",
+          "grpo_gold_lr03": "GRPO, gold reward, lr 3e-5", "grpo_gold_x4": "GRPO, gold reward, 4x samples per step", "dpo_beta05_long": "DPO, beta 0.5, 3 epochs",
+          "ipo_beta05": "IPO, beta 0.5, 3 epochs"}
 
 
 def sets(values: dict[str, object]) -> list[str]:
@@ -245,13 +276,13 @@ def plot(results: dict, out: Path) -> None:
     if far:
         a.text(29.5, 0.97, "beyond KL 30: " + ", ".join(LABELS[m] for m in far), ha="right", fontsize=8)
     a.legend(fontsize=8)
+    b2 = b.twinx()
     for m, style in (("ppo_nokl", "-"), ("ppo", "--"), ("ppo_kl02", ":")):
         pts = results.get(m)
         if not pts:
             continue
         kl = [p["kl"] for p in pts]
         b.plot(kl, [p["gold"] for p in pts], style, color="C0", marker="o", ms=3, label=f"gold, {LABELS[m]}")
-        b2 = b.twinx() if m == "ppo_nokl" else b2  # noqa: F821 (set in the first pass)
         b2.plot(kl, [p["proxy"] for p in pts], style, color="C3", marker="s", ms=3, label=f"proxy (RM), {LABELS[m]}")
     b.set_xlabel("KL(pi || pi_sft), nats per completion")
     b.set_ylabel("gold reward", color="C0")
@@ -278,6 +309,7 @@ def main() -> None:
     ap.add_argument("--pretrain-steps", type=int, default=0, help="steps of the `default` pretraining (0 = the "
                     "recipe's 650)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per process (0 = torch's default)")
+    ap.add_argument("--plot", default=str(ROOT / "bench" / "preferences.png"), help="where the figure goes")
     ap.add_argument("--quick", action="store_true", help="a 2 x 32 model and a tenth of the steps: checks the "
                     "pipeline in minutes; its numbers mean nothing")
     args = ap.parse_args()
@@ -338,7 +370,7 @@ def main() -> None:
         results[m] = points
         results_file.write_text(json.dumps(results, indent=1))
 
-    plot(results, work / "preferences.png" if args.quick else ROOT / "bench" / "preferences.png")
+    plot(results, work / "preferences.png" if args.quick else Path(args.plot))
     report(results, info, rm_summary, time.perf_counter() - t0)
 
 
