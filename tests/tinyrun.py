@@ -4,6 +4,7 @@ exist, so `from conftest import ...` would depend on which one pytest imported f
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 from pathlib import Path
 
 
@@ -11,8 +12,6 @@ def run_cli_here(*args: str) -> "subprocess.CompletedProcess[str]":
     """The CLI in this process (no interpreter start: ~3 s less): for commands that stop before they
     train, and the exact-resume reference runs (compared bit for bit with the CLI's processes). Only what reaches the user counts: the exit status and the two streams; an exception that
     escaped the CLI's own handling fails the test instead of passing as a non-zero exit."""
-    import subprocess
-
     from typer.testing import CliRunner
 
     from trainwell.cli import app

@@ -27,7 +27,7 @@ from trainwell.diagnostics.available import Free, device_free, host_free, local_
 from trainwell.diagnostics.tracker import CATEGORIES, LiveTensors, OverBudget, tensor_bytes
 from trainwell.engine.job import Job, total_steps
 from trainwell.engine.precision import Precision, choose_precision
-from trainwell.engine.simulate import (CannotSimulate, InferenceMemory, StepMemory, peek_batch, simulate_inference,
+from trainwell.engine.simulate import (CannotSimulate, StepMemory, peek_batch, simulate_inference,
                                        simulate_step)
 from trainwell.errors import ConfigError, TrainwellError
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from trainwell import checkpoint as ckpt
-from trainwell.config.schema import Config, TextDataConfig
+from trainwell.config.schema import TextDataConfig
 from trainwell.errors import CheckpointError, ConfigError, DataError
 
 

@@ -49,7 +49,7 @@ def render(plan: dict[str, Any], title: str = "") -> list[str]:
         o = p["other_checkpointing"]
         cols.append((f"ckpt {'every ' + str(o) if o else 'off'}", p["other"], p["other_peak"]))
     inf = p.get("inference") or {}
-    lines = [f"  memory per process  " + "".join(f"{c[0]:>26}" for c in cols)
+    lines = ["  memory per process  " + "".join(f"{c[0]:>26}" for c in cols)
              + (f"{'inference':>14}" if inf else "") + (f"{'generation':>14}" if inf.get("generate") else "")]
     for key, label in ROWS:
         if key not in p["step"]:
