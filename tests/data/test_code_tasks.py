@@ -14,12 +14,27 @@ PROMPT = "def f(x):\n    y = x + 1\n"
 def test_valid_fraction_is_the_longest_parsing_cut():
     assert valid_fraction(PROMPT, "    return y\n") == 1.0
     done = "    return y\n"
-    assert valid_fraction(PROMPT, done + "    z = (\n") == pytest.approx(len(done) / len(done + "    z = (\n"))
+    # the share of the non-blank characters: "return y" of "return y" + "z = ("
+    assert valid_fraction(PROMPT, done + "    z = (\n") == pytest.approx(7 / 10)
     assert valid_fraction(PROMPT, "  return )") == 0.0  # the prompt alone parses, but a cut at 0 is worth 0
     assert valid_fraction(PROMPT, "") == 0.0
     # an indented prompt (a method) is judged as if dedented
     assert valid_fraction("    def g(self):\n        a = 1\n", "        return a\n") == 1.0
     assert code_valid([PROMPT, PROMPT], ["    return y", "    return (y"]) == [1.0, 0.0]
+
+
+def test_comments_and_blank_lines_earn_nothing():
+    """They parse whatever they say: a policy paid for them writes no code (GRPO did, bench/RESULTS.md)."""
+    assert valid_fraction(PROMPT, "    # any text at all, it parses\n    # more\n") == 0.0
+    assert valid_fraction(PROMPT, "\n\n\n    \n") == 0.0
+    assert valid_fraction(PROMPT, "    return y  # done\n") == pytest.approx(7 / 12)  # "return y" of "return y#done"
+    assert valid_fraction(PROMPT, "    # why\n    return y\n") == pytest.approx(7 / 11)
+    # a '#' inside a string is not a comment
+    assert valid_fraction(PROMPT, "    return '#'\n") == 1.0
+    # a prompt that ends mid-line: the completion's comments are found on the shared line too
+    assert valid_fraction("def f(x):\n    return x", " + 1  # plus one") == pytest.approx(2 / 10)
+    # a comment of the prompt costs the completion nothing
+    assert valid_fraction("def f(x):\n    # note\n", "    return x\n") == 1.0
 
 
 def test_snippets_and_pairs_from_source():

@@ -12,9 +12,9 @@ Functions of held-out files (the same hash of the file path as the pretraining t
 trainwell/data/text.py) form the evaluation rows, so evaluation prompts come from files the
 pretrained model never saw. Rows are built once and cached as JSONL.
 
-The grade, :func:`valid_fraction`: the share of a completion's characters up to the last cut (a line
-end, or the end) at which ``prompt + completion[:cut]`` still parses as Python (the parser itself is
-the judge). It is the gold reward of bench/preferences.py: exact, cheap, graded (so two completions
+The grade, :func:`valid_fraction`: the share of a completion's code (its characters but whitespace
+and comments) up to the last cut (a line end, or the end) at which ``prompt + completion[:cut]`` still
+parses as Python (the parser itself is the judge). It is the gold reward of bench/preferences.py: exact, cheap, graded (so two completions
 usually differ), correlated with code quality without being likelihood, and never shown to a
 reward model, which only sees comparisons labelled from it.
 """
@@ -23,17 +23,19 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import io
 import json
 import os
 import random
 import re
+import tokenize
 import warnings
 from pathlib import Path
 from typing import Any
 
 from trainwell.data.text import is_val_file, stdlib_files
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: valid_fraction credits code only (the preference pairs are kept by it)
 # a one-line def header: indentation, `def name(...)...:`
 DEF_LINE = re.compile(r"^([ \t]*)def [A-Za-z_]\w*\([^\n]*\)[^\n]*:[ \t]*\n", re.M)
 NOISE = "()[]{}:,.=+ \n"
@@ -50,23 +52,48 @@ def parses(source: str) -> bool:
 
 
 def valid_fraction(prompt: str, completion: str) -> float:
-    """Share of ``completion``'s characters up to the last line end (or its end) at which
-    ``prompt + completion[:cut]`` parses; 0 for an empty completion. The prompt is dedented by its
-    first line's indentation first (lines that do not start with it are left as they are)."""
-    if not completion:
+    """Share of ``completion``'s code that parses after ``prompt``: its characters up to the last line
+    end (or its end) at which ``prompt + completion[:cut]`` parses, counting neither whitespace nor
+    comments, over all its characters but whitespace; 0 for a completion without any. Comments and
+    blank lines parse whatever they say, so crediting them paid a policy for writing no code (GRPO on
+    the gold reward learned exactly that, bench/RESULTS.md). The prompt is dedented by its first line's
+    indentation first (lines that do not start with it are left as they are)."""
+    total = solid(completion)
+    if not total:
         return 0.0
     indent = prompt[:len(prompt) - len(prompt.lstrip(" \t"))]
     cuts = [i + 1 for i, ch in enumerate(completion) if ch == "\n"]
     if not cuts or cuts[-1] != len(completion):
         cuts.append(len(completion))
+    head = dedent(prompt, indent)
     for cut in reversed(cuts):  # longest first: a valid completion costs one parse
-        text = prompt + completion[:cut]
-        if indent:
-            text = "".join(line[len(indent):] if line.startswith(indent) else line
-                           for line in text.splitlines(keepends=True))
+        text = dedent(prompt + completion[:cut], indent)
         if parses(text):
-            return cut / len(completion)
+            code = solid(completion[:cut]) - comment_chars(text, head, completion[:cut])
+            return max(0, code) / total
     return 0.0
+
+
+def dedent(text: str, indent: str) -> str:
+    if not indent:
+        return text
+    return "".join(line[len(indent):] if line.startswith(indent) else line for line in text.splitlines(keepends=True))
+
+
+def comment_chars(source: str, head: str, part: str) -> int:
+    """Non-blank characters of the comments in ``source`` (which parses) after its first ``len(head)``
+    characters, i.e. in the completion ``part`` that follows the prompt ``head``."""
+    row, col = head.count("\n") + 1, len(head) - (head.rfind("\n") + 1)  # where the completion starts (1-based row)
+    try:
+        return sum(solid(t.string) for t in tokenize.generate_tokens(io.StringIO(source).readline)
+                   if t.type == tokenize.COMMENT and t.start >= (row, col))
+    except (tokenize.TokenError, SyntaxError):  # parses but does not tokenize: count comment lines instead
+        return sum(solid(line) for line in part.splitlines() if line.strip().startswith("#"))
+
+
+def solid(text: str) -> int:
+    """Characters of ``text`` that are not whitespace."""
+    return sum(not ch.isspace() for ch in text)
 
 
 def code_valid(prompts: list[str], completions: list[str], **_: Any) -> list[float]:
