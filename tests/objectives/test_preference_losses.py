@@ -112,6 +112,26 @@ def test_grpo_token_and_sequence_averages_differ_by_completion_length():
     assert out.metrics["clip_ratio/high_mean"].item() == pytest.approx(0.75)
 
 
+def test_grpo_kl_in_the_reward_by_hand():
+    """kl_in_reward: advantages of r - beta * sum_t log(pi / pi_ref), no reference log-probs for the loss."""
+    from contextlib import nullcontext
+
+    from trainwell.paradigms.preferences import grpo_annotate
+
+    policy = Fixed([0.0, 0.0])  # p = 1/2 for every token
+    ref = lambda inputs, targets: torch.full(targets.shape, math.log(0.25))  # noqa: E731 (p_ref = 1/4)
+    mask = torch.tensor([[0, 1, 1, 1], [0, 0, 0, 1], [0, 0, 1, 1], [0, 0, 1, 1]], dtype=torch.bool)  # 3, 1, 2, 2 tokens
+    buf = {"ids": torch.zeros(4, 4, dtype=torch.long), "mask": mask, "reward": torch.tensor([1.0, 0.0, 0.5, 0.5])}
+    common = dict(ref_logps=ref, autocast=nullcontext, group_size=2, scale="none", temperature=1.0, reuse=False)
+    with torch.no_grad():  # as the rollout calls it
+        out = grpo_annotate(policy, buf, kl_in_reward=0.1, **common)
+        plain = grpo_annotate(policy, buf, **common)  # the KL stays in the loss: plain advantages, reference log-probs
+    gap = 1.0 - 0.1 * (3 - 1) * math.log(2)  # (1 - 0.1 * 3 log 2) - (0 - 0.1 * 1 log 2)
+    assert out["adv"].tolist() == pytest.approx([gap / 2, -gap / 2, 0.0, 0.0])
+    assert "ref_logp" not in out and out["stats"]["kl"] == pytest.approx(2 * math.log(2))
+    assert plain["adv"].tolist() == pytest.approx([0.5, -0.5, 0.0, 0.0]) and "ref_logp" in plain
+
+
 def test_ppo_token_rewards_and_gae_by_hand():
     mask = torch.tensor([[0.0, 1.0, 1.0, 0.0]])
     r = token_rewards(torch.tensor([[0.1, 0.2, 0.3, 0.4]]) * mask, mask, torch.tensor([2.0]), kl_coef=0.5)

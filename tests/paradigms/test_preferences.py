@@ -76,6 +76,15 @@ def test_grpo_raises_a_python_reward_function(tmp_path, pref):
     assert res.summary["reference"] == "none"  # beta 0: no reference model at all
 
 
+def test_grpo_with_the_kl_in_the_reward_logs_the_sequence_kl(tmp_path, pref):
+    res = trainwell.train("code_grpo", pref("grpo", objective__reward_funcs=["pref_rewards:spaces"],
+                                            objective__beta=0.1, objective__kl_in_reward=True, train__steps=6,
+                                            eval__every=6), run_dir=tmp_path / "grpo")
+    rows = [r for r in records(res.run_dir) if "train/non_score_reward" in r]
+    assert rows and all(r["train/non_score_reward"] == pytest.approx(-0.1 * r["train/kl"]) for r in rows)
+    assert res.summary["reference"] == "model" and evals(res.run_dir, "val/kl")
+
+
 @pytest.mark.parametrize("stage,rows,match", [
     ("sft", '{"prompt": "def f", "text": "x"}', "has no 'completion' column"),
     ("dpo", '{"prompt": "def f", "chosen": "x = 1", "rejected": ""}', "'rejected' is empty"),

@@ -730,6 +730,10 @@ class GRPOObjectiveConfig(RLObjectiveConfig):
     loss_type: str = opt("token", "average the loss over all completion tokens of the batch (token: DAPO, TRL's "
                          "default) or per completion first (sequence: the GRPO paper)",
                          choices=("token", "sequence"))
+    kl_in_reward: bool = opt(False, "take the KL out of the loss and into the reward: each completion's reward "
+                             "becomes r - beta * sum_t log(pi / pi_ref) before the group advantages. Its policy "
+                             "gradient is that of E[r] - beta KL(pi || pi_ref) (exactly so with scale_rewards = "
+                             "'none'), which the k3 term in the loss is not")
 
 
 @dataclass

@@ -331,9 +331,10 @@ def prompts_job(cfg: Config, device: torch.device) -> Job:
     if o.name == "grpo":
         annotate = partial(grpo_annotate, ref_logps=ref_logps, autocast=autocast, group_size=d.group_size,
                            scale=o.scale_rewards, temperature=temperature,
-                           reuse=d.update_epochs > 1 or 0 < d.minibatch_size < d.prompts_per_rollout * d.group_size)
-        objective = partial(grpo_loss, clip=o.clip, clip_high=o.clip_high, beta=o.beta, loss_type=o.loss_type,
-                            temperature=temperature)
+                           reuse=d.update_epochs > 1 or 0 < d.minibatch_size < d.prompts_per_rollout * d.group_size,
+                           kl_in_reward=o.beta if o.kl_in_reward else 0.0)
+        objective = partial(grpo_loss, clip=o.clip, clip_high=o.clip_high, beta=0.0 if o.kl_in_reward else o.beta,
+                            loss_type=o.loss_type, temperature=temperature)
     else:
         annotate = partial(ppo_annotate, ref_logps=ref_logps, autocast=autocast, kl_coef=o.kl_coef,
                            estimator=o.kl_estimator, gamma=o.gamma, lam=o.lam, whiten_adv=o.whiten_advantages,
@@ -395,21 +396,32 @@ def reference_logps(cfg: Config, how: str, body: torch.nn.Module, vocab_size: in
 
 
 def grpo_annotate(model: torch.nn.Module, buf: dict[str, torch.Tensor], *, ref_logps: Any, autocast: Any,
-                  group_size: int, scale: str, temperature: float, reuse: bool) -> dict[str, Any]:
-    """GRPO's rollout extras: group advantages; old log-probs if the rollout is reused; reference log-probs."""
+                  group_size: int, scale: str, temperature: float, reuse: bool, kl_in_reward: float = 0.0
+                  ) -> dict[str, Any]:
+    """GRPO's rollout extras: group advantages; old log-probs if the rollout is reused; reference log-probs.
+    ``kl_in_reward`` > 0: the advantages are those of r - kl_in_reward * (sequence KL estimate), and no
+    reference log-probs go to the loss (the KL is paid in the reward instead)."""
     from trainwell.objectives.grpo import group_advantages
 
-    out: dict[str, Any] = {"adv": group_advantages(buf["reward"], group_size, scale)}
     device = next(model.parameters()).device
     ids, mask = buf["ids"].to(device), buf["mask"].to(device)
-    inputs, targets, _ = shifted(ids, mask)
-    # no forward of the policy here unless the rollout is reused: the loss computes the sampling policy's
-    # log-probs anyway, and logs the KL (TRL's "kl": the per-token k3 mean against the reference)
+    inputs, targets, m = shifted(ids, mask)
+    out: dict[str, Any] = {}
+    reward = buf["reward"]
+    # no forward of the policy here unless the rollout is reused or the KL is in the reward: the loss computes
+    # the sampling policy's log-probs anyway, and logs the KL (TRL's "kl": the per-token k3 mean)
     with autocast():
-        if reuse:
-            out["old_logp"] = token_logps(model(inputs) / temperature, targets)
-        if ref_logps is not None:
-            out["ref_logp"] = ref_logps(inputs, targets)
+        logp = token_logps(model(inputs) / temperature, targets) if reuse or kl_in_reward else None
+        ref = ref_logps(inputs, targets) if ref_logps is not None else None
+    if reuse:
+        out["old_logp"] = logp
+    if kl_in_reward and ref is not None:
+        seq_kl = ((logp.float() - ref.float()) * m).sum(-1).cpu()  # k1 summed: log pi(y) / pi_ref(y)
+        reward = reward - kl_in_reward * seq_kl
+        out["stats"] = {"kl": float(seq_kl.mean()), "non_score_reward": float(-kl_in_reward * seq_kl.mean())}
+    elif ref is not None:
+        out["ref_logp"] = ref
+    out["adv"] = group_advantages(reward, group_size, scale)
     return out
 
 
