@@ -49,6 +49,15 @@ sys.path.insert(0, str(ROOT))
 
 from trainwell.data.code_tasks import stdlib_rows, valid_fraction  # noqa: E402
 
+def grpo(steps: int, every: int, *, beta: float, lr: float = 1e-4, gold: bool = True, **more: object
+         ) -> tuple[str, dict[str, object]]:
+    """A GRPO method: against the gold reward itself (the verifiable-reward setting) or the reward model."""
+    reward = {"objective.reward_funcs": ["code_valid"], "objective.reward_model": ""} if gold else {
+        "objective.reward_funcs": []}
+    return "code_grpo", {"train.steps": steps, "checkpoint.every": every, "objective.beta": beta, **reward,
+                         "optim.lr": lr, **more}
+
+
 # method -> (recipe, --set overrides): every policy starts from WORK/sft; checkpoints every `every` steps
 METHODS: dict[str, tuple[str, dict[str, object]]] = {
     "dpo": ("code_dpo", {"train.steps": 400, "checkpoint.every": 40, "objective.beta": 0.1}),
@@ -63,43 +72,34 @@ METHODS: dict[str, tuple[str, dict[str, object]]] = {
     "ppo_kl02": ("code_ppo", {"train.steps": 300, "checkpoint.every": 15, "objective.kl_coef": 0.2, "optim.lr": 1e-4}),
     "ppo_nokl": ("code_ppo", {"train.steps": 600, "checkpoint.every": 60, "objective.kl_coef": 0.0,
                               "objective.reference": "model", "optim.lr": 1e-4}),
-    "grpo_rm": ("code_grpo", {"train.steps": 300, "checkpoint.every": 30, "objective.beta": 0.04,
-                              "objective.reward_funcs": [], "optim.lr": 1e-4}),
-    "grpo_gold": ("code_grpo", {"train.steps": 300, "checkpoint.every": 30, "objective.beta": 0.04,
-                                "objective.reward_funcs": ["code_valid"], "objective.reward_model": "",
-                                "optim.lr": 1e-4}),
-    # KL-efficient settings: the loss is E[A] - beta KL per sequence, and with group-normalised A (std 1) the
-    # regularised optimum sits at KL ~ 1 / (2 beta^2): beta 0.04 aims at hundreds of nats, 0.5 at ~2
-    "grpo_gold_b05": ("code_grpo", {"train.steps": 300, "checkpoint.every": 15, "objective.beta": 0.5,
-                                    "objective.reward_funcs": ["code_valid"], "objective.reward_model": "",
-                                    "optim.lr": 1e-4}),
-    # Dr. GRPO (raw rewards, std ~0.35): optimum at KL ~ var / (2 beta^2) ~ 1.5 nats for beta 0.2
-    "grpo_gold_dr02": ("code_grpo", {"train.steps": 300, "checkpoint.every": 15, "objective.beta": 0.2,
-                                     "objective.scale_rewards": "none", "objective.reward_funcs": ["code_valid"],
-                                     "objective.reward_model": "", "optim.lr": 1e-4}),
-    # beta 0.5 holds the KL near 1-1.5 nats but lr 1e-4 is still climbing after 300 steps: 3x the step size
-    "grpo_gold_b05_lr3": ("code_grpo", {"train.steps": 300, "checkpoint.every": 15, "objective.beta": 0.5,
-                                        "objective.reward_funcs": ["code_valid"], "objective.reward_model": "",
-                                        "optim.lr": 3e-4}),
-    # ... which made it worse (KL 2 after 15 steps): the KL spent early is gradient noise, so the other way: a third
-    # of the step size, or four times the samples per step
-    "grpo_gold_lr03": ("code_grpo", {"train.steps": 400, "checkpoint.every": 20, "objective.beta": 0.04,
-                                     "objective.reward_funcs": ["code_valid"], "objective.reward_model": "",
-                                     "optim.lr": 3e-5}),
-    "grpo_gold_x4": ("code_grpo", {"train.steps": 100, "checkpoint.every": 5, "objective.beta": 0.04,
-                                   "data.prompts_per_rollout": 32, "objective.reward_funcs": ["code_valid"],
-                                   "objective.reward_model": "", "optim.lr": 1e-4}),
-    "grpo_rm_b05": ("code_grpo", {"train.steps": 300, "checkpoint.every": 15, "objective.beta": 0.5,
-                                  "objective.reward_funcs": [], "optim.lr": 1e-4}),
+    "grpo_rm": grpo(300, 30, beta=0.04, gold=False),
+    "grpo_gold": grpo(300, 30, beta=0.04),
+    # a stronger pull to the reference
+    "grpo_gold_b05": grpo(300, 15, beta=0.5),
+    "grpo_gold_b05_long": grpo(900, 45, beta=0.5),  # does the gold reward keep climbing at that KL?
+    "grpo_gold_dr02": grpo(300, 15, beta=0.2, **{"objective.scale_rewards": "none"}),  # Dr. GRPO: raw rewards
+    "grpo_gold_b05_lr3": grpo(300, 15, beta=0.5, lr=3e-4),
+    # ... which spent KL at once (2 nats after 15 steps) for little gold; so the other way, less gradient noise
+    # per step: a third of the step size, or four times the samples per step
+    "grpo_gold_lr03": grpo(400, 20, beta=0.04, lr=3e-5),
+    "grpo_gold_x4": grpo(100, 5, beta=0.04, **{"data.prompts_per_rollout": 32}),
+    # the KL in the reward (r - beta log pi/pi_ref per completion, raw rewards): the exact policy gradient of
+    # E[r] - beta KL, whose optimum pi_sft exp(r / beta) is the frontier; beta 0.2 aims at KL ~1
+    "grpo_gold_klr": grpo(600, 30, beta=0.2, **{"objective.kl_in_reward": True, "objective.scale_rewards": "none"}),
+    "grpo_rm_b05": grpo(300, 15, beta=0.5, gold=False),
 }
 LABELS = {"sft": "SFT", "bon": "best-of-n (reward model)", "bon_gold": "best-of-n (gold, oracle)",
-          "dpo": "DPO, beta 0.1", "dpo_beta05": "DPO, beta 0.5", "ppo": "PPO, KL penalty 0.05",
-          "ppo_kl02": "PPO, KL penalty 0.2", "ppo_nokl": "PPO, no KL penalty",
-          "grpo_rm": "GRPO, reward model", "grpo_gold": "GRPO, gold reward",
-          "grpo_gold_b05": "GRPO, gold reward, beta 0.5", "grpo_gold_dr02": "Dr. GRPO, gold reward, beta 0.2",
-          "grpo_rm_b05": "GRPO, reward model, beta 0.5", "grpo_gold_b05_lr3": "GRPO, gold reward, beta 0.5, lr 3e-4",
-          "grpo_gold_lr03": "GRPO, gold reward, lr 3e-5", "grpo_gold_x4": "GRPO, gold reward, 4x samples per step", "dpo_beta05_long": "DPO, beta 0.5, 3 epochs",
-          "ipo_beta05": "IPO, beta 0.5, 3 epochs"}
+          "optimum_gold": "KL-regularised optimum for the gold reward (estimate)",
+          "optimum_proxy": "KL-regularised optimum for the reward model (estimate)",
+          "dpo": "DPO, beta 0.1", "dpo_beta05": "DPO, beta 0.5", "dpo_beta05_long": "DPO, beta 0.5, 3 epochs",
+          "ipo_beta05": "IPO, beta 0.5, 3 epochs",
+          "ppo": "PPO, KL penalty 0.05", "ppo_kl02": "PPO, KL penalty 0.2", "ppo_nokl": "PPO, no KL penalty",
+          "grpo_rm": "GRPO, reward model", "grpo_rm_b05": "GRPO, reward model, beta 0.5",
+          "grpo_gold": "GRPO, gold reward", "grpo_gold_b05": "GRPO, gold reward, beta 0.5",
+          "grpo_gold_b05_long": "GRPO, gold reward, beta 0.5, 900 steps",
+          "grpo_gold_dr02": "Dr. GRPO, gold reward, beta 0.2", "grpo_gold_b05_lr3": "GRPO, gold reward, beta 0.5, lr 3e-4",
+          "grpo_gold_lr03": "GRPO, gold reward, lr 3e-5", "grpo_gold_x4": "GRPO, gold reward, 4x samples per step",
+          "grpo_gold_klr": "GRPO, gold reward, KL in the reward, beta 0.2"}
 
 
 def sets(values: dict[str, object]) -> list[str]:
@@ -229,11 +229,19 @@ def score_policy(pol: Policy, sft: Policy, rm: RewardModel, prompts: list[str], 
     texts = [pol.decode(c) for c in flat_c]
     kl = pol.logps(flat_p, flat_c) - sft.logps(flat_p, flat_c)
     return {"gold": float(gold(flat_p, texts).mean()), "proxy": float(rm(flat_p, texts).mean()),
-            "kl": float(kl.mean()), "kl_se": float(kl.std() / math.sqrt(len(kl)))}
+            "kl": float(kl.mean()), "kl_se": float(kl.std() / math.sqrt(len(kl))), "comments": comment_share(texts)}
 
 
-def best_of_n(sft: Policy, rm: RewardModel, prompts: list[str], n_max: int, seed: int) -> list[dict]:
-    """Best-of-n for n = 1, 2, 4 ... n_max from one draw of n_max completions per prompt (disjoint groups)."""
+def comment_share(texts: list[str]) -> float:
+    """Share of the completions' non-blank lines that are comments: a comment always parses, so a policy
+    that writes comments instead of code earns the gold reward without writing code (it happens)."""
+    lines = [line.strip() for t in texts for line in t.splitlines() if line.strip()]
+    return sum(line.startswith("#") for line in lines) / max(1, len(lines))
+
+
+def best_of_n(sft: Policy, rm: RewardModel, prompts: list[str], n_max: int, seed: int, keep: Path) -> list[dict]:
+    """Best-of-n for n = 1, 2, 4 ... n_max from one draw of n_max completions per prompt (disjoint groups);
+    the draw's (prompts, n_max) gold and proxy scores are saved to ``keep`` (for :func:`optimum`)."""
     samples = sft.sample(prompts, n_max, seed)
     flat_p = [p for p in prompts for _ in range(n_max)]
     texts = [sft.decode(c) for group in samples for c in group]
@@ -247,6 +255,25 @@ def best_of_n(sft: Policy, rm: RewardModel, prompts: list[str], n_max: int, seed
         rows.append({"n": n, "kl": math.log(n) - (n - 1) / n, "gold": float(gr.gather(-1, pick).mean()),
                      "proxy": float(rr.gather(-1, pick).mean()), "gold_oracle": float(gr.max(-1).values.mean())})
         n *= 2
+    torch.save({"gold": g, "proxy": r}, keep)
+    return rows
+
+
+def optimum(scores: dict[str, torch.Tensor], by: str) -> list[dict]:
+    """The KL-regularised optimum pi* ~ pi_sft exp(reward / beta) over a range of beta, estimated on the
+    best-of-n draw: per prompt, the n SFT samples reweighted by softmax(reward / beta) (self-normalised
+    importance weights). pi* maximises E[reward] - beta KL, so for the reward it tilts by (``by``: gold or
+    proxy) no policy gets more of it at the same KL: with ``by="gold"`` this is the frontier every method
+    could at best reach. The estimate is confined to the n samples: its KL cannot exceed log n."""
+    g, r = scores["gold"].double(), scores["proxy"].double()
+    tilt = g if by == "gold" else r
+    n = g.shape[1]
+    rows = []
+    for beta in (1.0, 0.5, 0.3, 0.2, 0.15, 0.1, 0.07, 0.05, 0.03, 0.02, 0.01):
+        w = torch.softmax(tilt / beta, dim=1)
+        kl = (w * torch.log(n * w).nan_to_num(neginf=0.0)).sum(1)  # 0 log 0 = 0
+        rows.append({"beta": beta, "kl": float(kl.mean()), "gold": float((w * g).sum(1).mean()),
+                     "proxy": float((w * r).sum(1).mean())})
     return rows
 
 
@@ -260,6 +287,11 @@ def plot(results: dict, out: Path) -> None:
     bon = results["bon"]
     a.plot([r["kl"] for r in bon], [r["gold"] for r in bon], "k--o", ms=3, label=LABELS["bon"])
     a.plot([r["kl"] for r in bon], [r["gold_oracle"] for r in bon], ":", color="grey", label=LABELS["bon_gold"])
+    for by, style in (("gold", "-"), ("proxy", "-.")):
+        opt = results.get("optimum", {}).get(by)
+        if opt:
+            a.plot([r["kl"] for r in opt], [r["gold"] for r in opt], style, color="grey", lw=2, alpha=0.5,
+                   label=LABELS[f"optimum_{by}"])
     for r in bon:
         if r["n"] in (4, 16, 64):
             a.annotate(f"n={r['n']}", (r["kl"], r["gold"]), textcoords="offset points", xytext=(4, -10), fontsize=8)
@@ -347,8 +379,12 @@ def main() -> None:
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
     if "sft" not in results:
         results["sft"] = score_policy(sft, sft, rm, prompts, args.eval_samples, seed=1)
+    bon_scores = work / "bon_scores.pt"
     if "bon" not in results:
-        results["bon"] = best_of_n(sft, rm, prompts, args.bon, seed=2)
+        results["bon"] = best_of_n(sft, rm, prompts, args.bon, seed=2, keep=bon_scores)
+    if "optimum" not in results and bon_scores.is_file():
+        scores = torch.load(bon_scores)
+        results["optimum"] = {"gold": optimum(scores, "gold"), "proxy": optimum(scores, "proxy")}
     results_file.write_text(json.dumps(results, indent=1))
     for m in [x for x in args.methods.split(",") if x]:
         recipe, values = METHODS[m]
@@ -385,8 +421,15 @@ def report(results: dict, info: dict, rm_summary: dict, seconds: float) -> None:
     print("\n| best-of-n | KL (nats) | gold | proxy | gold, oracle pick |\n|---|---|---|---|---|")
     for r in results["bon"]:
         print(f"| {r['n']} | {r['kl']:.2f} | {r['gold']:.3f} | {r['proxy']:.3f} | {r['gold_oracle']:.3f} |")
+    for by in ("gold", "proxy"):
+        opt = results.get("optimum", {}).get(by)
+        if opt:
+            print(f"\n{LABELS['optimum_' + by]}: pi_sft tilted by exp({by} / beta), estimated on the best-of-"
+                  f"{results['bon'][-1]['n']} samples\n| beta | KL (nats) | gold | proxy |\n|---|---|---|---|")
+            for r in opt:
+                print(f"| {r['beta']} | {r['kl']:.2f} | {r['gold']:.3f} | {r['proxy']:.3f} |")
     print("\n| method | best gold at KL <= 5 (KL, step) | beats SFT at KL <= 5 | first reaches best-of-16's gold "
-          "(KL, step) | last checkpoint: gold / proxy / KL |\n|---|---|---|---|---|")
+          "(KL, step) | last checkpoint: gold / proxy / KL | comment lines, last |\n|---|---|---|---|---|---|")
     for m in METHODS:
         pts = results.get(m)
         if not pts:
@@ -398,7 +441,8 @@ def report(results: dict, info: dict, rm_summary: dict, seconds: float) -> None:
         print(f"| {LABELS[m]} | " + (f"{best['gold']:.3f} ({best['kl']:.2f}, {best['step']})" if best else "-")
               + f" | {'yes' if best and best['gold'] > sft['gold'] else 'no'} | "
               + (f"{reach['gold']:.3f} ({reach['kl']:.2f}, {reach['step']})" if reach else "never")
-              + f" | {last['gold']:.3f} / {last['proxy']:.3f} / {last['kl']:.2f} |")
+              + f" | {last['gold']:.3f} / {last['proxy']:.3f} / {last['kl']:.2f} | "
+              + (f"{last['comments']:.2f} |" if "comments" in last else "- |"))
     if b16:
         print(f"\nbest-of-16: gold {b16['gold']:.3f} at KL {b16['kl']:.2f}")
     print(f"\ntotal {seconds / 60:.1f} min; python {sys.version.split()[0]}, torch {torch.__version__}, "
