@@ -14,9 +14,10 @@ pretrained model never saw. Rows are built once and cached as JSONL.
 
 The grade, :func:`valid_fraction`: the share of a completion's code (its characters but whitespace
 and comments) up to the last cut (a line end, or the end) at which ``prompt + completion[:cut]`` still
-parses as Python (the parser itself is the judge). It is the gold reward of bench/preferences.py: exact, cheap, graded (so two completions
-usually differ), correlated with code quality without being likelihood, and never shown to a
-reward model, which only sees comparisons labelled from it.
+parses as Python (the parser itself is the judge). It is the gold reward of bench/preferences.py:
+exact, cheap, graded (so two completions usually differ), correlated with code quality without being
+likelihood, and never shown to a reward model, which only sees comparisons labelled from it. It
+checks syntax only: a policy optimised against it writes short statements that parse, not working code.
 """
 
 from __future__ import annotations
