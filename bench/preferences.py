@@ -86,6 +86,12 @@ METHODS: dict[str, tuple[str, dict[str, object]]] = {
     # the KL in the reward (r - beta log pi/pi_ref per completion, raw rewards): the exact policy gradient of
     # E[r] - beta KL, whose optimum pi_sft exp(r / beta) is the frontier; beta 0.2 aims at KL ~1
     "grpo_gold_klr": grpo(600, 30, beta=0.2, **{"objective.kl_in_reward": True, "objective.scale_rewards": "none"}),
+    # ... and with 8x the completions per step (32 prompts x 8): the noise per step falls, the penalty stays
+    "grpo_gold_klr_x8": grpo(150, 10, beta=0.2, **{"objective.kl_in_reward": True, "objective.scale_rewards": "none",
+                                                   "data.prompts_per_rollout": 32, "data.group_size": 8}),
+    "grpo_gold_klr_x8_long": grpo(300, 20, beta=0.2, **{"objective.kl_in_reward": True,
+                                                        "objective.scale_rewards": "none",
+                                                        "data.prompts_per_rollout": 32, "data.group_size": 8}),
     "grpo_rm_b05": grpo(300, 15, beta=0.5, gold=False),
     # the same with a reward that is pure noise (uniform, independent of the completion): the KL it reaches is
     # what gradient noise alone spends against that penalty
@@ -104,7 +110,9 @@ LABELS = {"sft": "SFT", "bon": "best-of-n (reward model)", "bon_gold": "best-of-
           "grpo_gold_dr02": "Dr. GRPO, gold reward, beta 0.2", "grpo_gold_b05_lr3": "GRPO, gold reward, beta 0.5, lr 3e-4",
           "grpo_gold_lr03": "GRPO, gold reward, lr 3e-5", "grpo_gold_x4": "GRPO, gold reward, 4x samples per step",
           "grpo_gold_klr": "GRPO, gold reward, KL in the reward, beta 0.2",
-          "grpo_noise_klr": "GRPO, random reward, KL in the reward, beta 0.2"}
+          "grpo_noise_klr": "GRPO, random reward, KL in the reward, beta 0.2",
+          "grpo_gold_klr_x8": "GRPO, gold reward, KL in the reward, beta 0.2, 8x completions per step",
+          "grpo_gold_klr_x8_long": "the same, 300 steps"}
 
 
 NOISE = random.Random(0)
