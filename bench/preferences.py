@@ -2,9 +2,9 @@
 
 Human labels do not exist here, so the truth is a program (as the DPO paper used a sentiment
 classifier and Gao et al. 2022 a gold reward model): the **gold reward** of a completion is
-``code_valid`` (trainwell/data/code_tasks.py) - the share of its characters up to the last cut at
-which ``prompt + completion[:cut]`` still parses as Python. The reward model never sees it; it only
-sees comparisons labelled from it with noise:
+``code_valid`` (trainwell/data/code_tasks.py) - the share of its code (no whitespace, no comments) up
+to the last cut at which ``prompt + completion[:cut]`` still parses as Python. The reward model never
+sees it; it only sees comparisons labelled from it with noise:
 
  1. pretrain: `trainwell train default` (the stdlib code GPT)                       -> WORK/default
  2. SFT: `trainwell train code_sft` from it                                          -> WORK/sft
@@ -20,14 +20,15 @@ sees comparisons labelled from it with noise:
  6. every checkpoint is scored on the held-out prompts (``--eval-samples`` completions each, temperature
     1, a fixed generator): gold reward, proxy reward (the reward model), and KL(pi || pi_sft) = the mean
     over samples of sum_t log pi(y_t) - log pi_sft(y_t); best-of-n from the SFT policy picks, per prompt,
-    the completion the reward model likes best among n (KL = log n - (n - 1) / n, the standard bound).
+    the completion the reward model likes best among n (KL = log n - (n - 1) / n, the standard bound);
+    the KL-regularised optimum pi_sft exp(r / beta) is estimated on the same draw (see ``optimum``).
 
-Writes bench/preferences.png (gold reward vs KL for every method; proxy and gold vs KL for PPO with and
-without the penalty: over-optimisation) and prints the tables of bench/RESULTS.md. Every stage is reused
+Writes bench/preferences.png (gold reward vs KL for every method; proxy and gold over training for PPO
+and GRPO against the reward model: over-optimisation) and prints the tables of bench/RESULTS.md. Every stage is reused
 when its output is already in WORK, so an interrupted invocation continues.
 
     python bench/preferences.py [--work runs/bench-preferences] [--size default|small] [--tau 0.1]
-                                [--pretrain-steps 0] [--eval-samples 2] [--methods dpo,ppo,...]
+                                [--pretrain-steps 0] [--eval-samples 2] [--methods dpo,ppo,...] [--plot PATH]
 """
 
 from __future__ import annotations
