@@ -106,6 +106,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="alternations of trainwell and HF")
     ap.add_argument("--peer", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1 (each round times both sides)")
     if args.peer:
         return peer(args)
     torch.set_num_threads(args.threads)

@@ -395,6 +395,11 @@ def reference_logps(cfg: Config, how: str, body: torch.nn.Module, vocab_size: in
     return lambda inputs, targets: token_logps(ref(inputs), targets)
 
 
+def sequence_kl(logp: torch.Tensor, ref: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """(B,) k1 summed over each completion's tokens: log pi(y) / pi_ref(y), the sequence-level KL estimate."""
+    return ((logp - ref) * m).sum(-1)
+
+
 def grpo_annotate(model: torch.nn.Module, buf: dict[str, torch.Tensor], *, ref_logps: Any, autocast: Any,
                   group_size: int, scale: str, temperature: float, reuse: bool, kl_in_reward: float = 0.0
                   ) -> dict[str, Any]:
@@ -416,7 +421,7 @@ def grpo_annotate(model: torch.nn.Module, buf: dict[str, torch.Tensor], *, ref_l
     if reuse:
         out["old_logp"] = logp
     if kl_in_reward and ref is not None:
-        seq_kl = ((logp.float() - ref.float()) * m).sum(-1).cpu()  # k1 summed: log pi(y) / pi_ref(y)
+        seq_kl = sequence_kl(logp.float(), ref.float(), m).cpu()
         reward = reward - kl_in_reward * seq_kl
         out["stats"] = {"kl": float(seq_kl.mean()), "non_score_reward": float(-kl_in_reward * seq_kl.mean())}
     elif ref is not None:
@@ -444,7 +449,7 @@ def ppo_annotate(model: torch.nn.Module, buf: dict[str, torch.Tensor], *, ref_lo
     adv, returns = token_gae(rewards, values, m, gamma, lam)
     if whiten_adv:
         adv = whiten(adv, m)
-    seq_kl = ((logp - ref) * m).sum(-1)  # k1 summed over the completion: the sequence-level KL estimate
+    seq_kl = sequence_kl(logp, ref, m)
     return {"old_logp": logp, "values": values, "adv": adv, "returns": returns,
             "stats": {"kl": float(seq_kl.mean()), "non_score_reward": float((-kl_coef * kl).sum(-1).mean())}}
 
