@@ -94,6 +94,16 @@ METHODS: dict[str, tuple[str, dict[str, object]]] = {
                                                         "objective.scale_rewards": "none",
                                                         "data.prompts_per_rollout": 32, "data.group_size": 8}),
     "grpo_rm_b05": grpo(300, 15, beta=0.5, gold=False),
+    # PPO with the same lesson: 256 completions per rollout, two passes in minibatches of 128 (4 steps per
+    # rollout), the per-token KL penalty strong enough for the reward model's scale (its scores spread ~4x the
+    # gold's); against the reward model (what the issue asks) and against the gold reward (the algorithm's reach)
+    "ppo_rm_x16": ("code_ppo", {"train.steps": 400, "checkpoint.every": 20, "objective.kl_coef": 1.0,
+                                "optim.lr": 1e-4, "data.prompts_per_rollout": 256, "data.update_epochs": 2,
+                                "data.minibatch_size": 128}),
+    "ppo_gold_x16": ("code_ppo", {"train.steps": 400, "checkpoint.every": 20, "objective.kl_coef": 0.2,
+                                  "optim.lr": 1e-4, "data.prompts_per_rollout": 256, "data.update_epochs": 2,
+                                  "data.minibatch_size": 128, "objective.reward_model": "",
+                                  "objective.reward_funcs": ["code_valid"], "data.eval_rewards": []}),
     # the same with a reward that is pure noise (uniform, independent of the completion): the KL it reaches is
     # what gradient noise alone spends against that penalty
     "grpo_noise_klr": grpo(300, 30, beta=0.2, **{"objective.kl_in_reward": True, "objective.scale_rewards": "none",
@@ -113,7 +123,9 @@ LABELS = {"sft": "SFT", "bon": "best-of-n (reward model)", "bon_gold": "best-of-
           "grpo_gold_klr": "GRPO, gold reward, KL in the reward, beta 0.2",
           "grpo_noise_klr": "GRPO, random reward, KL in the reward, beta 0.2",
           "grpo_gold_klr_x8": "GRPO, gold reward, KL in the reward, beta 0.2, 8x completions per step",
-          "grpo_gold_klr_x8_long": "the same, 300 steps"}
+          "grpo_gold_klr_x8_long": "the same, 300 steps",
+          "ppo_rm_x16": "PPO, reward model, KL penalty 1.0, 256 completions per rollout",
+          "ppo_gold_x16": "PPO, gold reward, KL penalty 0.2, 256 completions per rollout"}
 
 
 NOISE = random.Random(0)
