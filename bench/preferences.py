@@ -104,6 +104,16 @@ METHODS: dict[str, tuple[str, dict[str, object]]] = {
                                   "optim.lr": 1e-4, "data.prompts_per_rollout": 256, "data.update_epochs": 2,
                                   "data.minibatch_size": 128, "objective.reward_model": "",
                                   "objective.reward_funcs": ["code_valid"], "data.eval_rewards": []}),
+    # online DPO (code_online_dpo): each step 128 prompts x 2 completions of the current policy, ordered by a judge.
+    # The judge is the labeller of the offline pairs (Bradley-Terry from the gold reward, tau 0.1: the simulated
+    # human), or the reward model. With labels P(a > b) = sigmoid((g_a - g_b) / tau), DPO's optimum is
+    # pi_sft exp(g / (tau beta)): beta 1 aims at the gold optimum of beta 0.1 (KL ~1.5)
+    "odpo_gold_bt": ("code_online_dpo", {"train.steps": 300, "checkpoint.every": 20, "objective.beta": 1.0,
+                                         "objective.label_temperature": 0.1, "objective.reward_funcs": ["code_valid"],
+                                         "objective.reward_model": "", "optim.lr": 1e-4,
+                                         "data.prompts_per_rollout": 128}),
+    "odpo_rm": ("code_online_dpo", {"train.steps": 300, "checkpoint.every": 20, "objective.beta": 1.0,
+                                    "objective.reward_funcs": [], "optim.lr": 1e-4, "data.prompts_per_rollout": 128}),
     # the same with a reward that is pure noise (uniform, independent of the completion): the KL it reaches is
     # what gradient noise alone spends against that penalty
     "grpo_noise_klr": grpo(300, 30, beta=0.2, **{"objective.kl_in_reward": True, "objective.scale_rewards": "none",
@@ -124,6 +134,8 @@ LABELS = {"sft": "SFT", "bon": "best-of-n (reward model)", "bon_gold": "best-of-
           "grpo_noise_klr": "GRPO, random reward, KL in the reward, beta 0.2",
           "grpo_gold_klr_x8": "GRPO, gold reward, KL in the reward, beta 0.2, 8x completions per step",
           "grpo_gold_klr_x8_long": "the same, 300 steps",
+          "odpo_gold_bt": "online DPO, beta 1, pairs labelled as the offline ones (Bradley-Terry on gold)",
+          "odpo_rm": "online DPO, beta 1, pairs ranked by the reward model",
           "ppo_rm_x16": "PPO, reward model, KL penalty 1.0, 256 completions per rollout",
           "ppo_gold_x16": "PPO, gold reward, KL penalty 0.2, 256 completions per rollout"}
 
@@ -429,7 +441,7 @@ def main() -> None:
         recipe, values = METHODS[m]
         extra = {"train.init_from": str(sft_run), "checkpoint.keep": 1000, "checkpoint.keep_best": False,
                  "log.progress": "lines", "log.plots": False}
-        if recipe == "code_dpo":
+        if recipe == "code_dpo":  # offline: the labelled pairs
             extra.update(data)
         elif "objective.reward_model" not in values:
             extra["objective.reward_model"] = str(rm_run)

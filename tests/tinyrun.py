@@ -55,8 +55,9 @@ def tiny_sets(text_path: Path, **extra: object) -> list[str]:
 
 
 # the shipped recipe of each preference stage
-STAGES = {"sft": "code_sft", "reward": "code_reward", "dpo": "code_dpo", "ppo": "code_ppo", "grpo": "code_grpo"}
-DATA = {"sft": "sft", "reward": "pairs", "dpo": "pairs", "ppo": "prompts", "grpo": "prompts"}
+STAGES = {"sft": "code_sft", "reward": "code_reward", "dpo": "code_dpo", "ppo": "code_ppo", "grpo": "code_grpo",
+          "online_dpo": "code_online_dpo"}
+DATA = {"sft": "sft", "reward": "pairs", "dpo": "pairs", "ppo": "prompts", "grpo": "prompts", "online_dpo": "prompts"}
 
 
 def pref_rows(text_path: Path, folder: Path) -> dict[str, Path]:
@@ -90,7 +91,7 @@ def pref_sets(data: dict[str, Path], init_from: Path, stage: str, **extra: objec
         "log.tensorboard": False, **NO_PLAN,
     }
     if DATA[stage] == "prompts":
-        values.update({"data.prompts_per_rollout": 4, "data.group_size": 2 if stage == "grpo" else 1,
+        values.update({"data.prompts_per_rollout": 4, "data.group_size": 1 if stage == "ppo" else 2,
                        "data.eval_prompts": 8, "data.minibatch_size": 0, "data.update_epochs": 1})
     extra = {k.replace("__", "."): v for k, v in extra.items()}
     if extra.get("model.name", "gpt") != "gpt":  # another model: the GPT's size keys do not apply

@@ -67,10 +67,13 @@ PREF = {
             "data.minibatch_size": 2, "train.steps": 160},
     # 4 prompts x 2 completions, one step per rollout, KL to a frozen reference
     "grpo": {"objective.reward_funcs": ["pref_rewards:spaces"], "objective.beta": 0.04, "train.steps": 100},
+    # 4 pairs of the policy's own samples per step, labelled by a noisy judge (draws from the sampling generator)
+    "online_dpo": {"objective.reward_funcs": ["pref_rewards:spaces"], "objective.label_temperature": 0.5,
+                   "train.steps": 100},
 }
 LOOP = {"train.steps": STEPS, "train.epochs": 0, "train.threads": 1, "train.precision": "fp32", "checkpoint.every": 7,
         "eval.every": 50, "log.tensorboard": "false", "log.plots": "false"}
-TOTALS = {"ppo": 400, "dqn": 403, "placement": 384, "pref-ppo": 160, "pref-grpo": 100, "byo": FAST, "fit": FAST}
+TOTALS = {"ppo": 400, "dqn": 403, "placement": 384, "pref-ppo": 160, "pref-grpo": 100, "pref-online_dpo": 100, "byo": FAST, "fit": FAST}
 # kills per case: every case is killed once at a random instant and resumed; a resumed run being
 # killed again (resume of a resume) goes through the same code for every paradigm, so two cases
 # (a text run and an RL run: different state) check it, and the rest save a process start

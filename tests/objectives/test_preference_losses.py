@@ -132,6 +132,58 @@ def test_grpo_kl_in_the_reward_by_hand():
     assert plain["adv"].tolist() == pytest.approx([0.5, -0.5, 0.0, 0.0]) and "ref_logp" in plain
 
 
+def online_pairs(reward: list[float], group_size: int, label_temperature: float = 0.0, seed: int = 0) -> dict:
+    from contextlib import nullcontext
+
+    from trainwell.paradigms.preferences import online_dpo_annotate
+
+    n = len(reward)
+    ids = torch.arange(n)[:, None].repeat(1, 3)  # row i: token i everywhere (to see where each row went)
+    buf = {"ids": ids, "mask": torch.tensor([[0, 1, 1]] * n, dtype=torch.bool), "lengths": torch.full((n,), 3),
+           "reward": torch.tensor(reward)}
+    ref = lambda inputs, targets: torch.full(targets.shape, -1.0)  # noqa: E731
+    with torch.no_grad():
+        return online_dpo_annotate(Fixed([0.0] * n), buf, torch.Generator().manual_seed(seed), ref_logps=ref,
+                                   autocast=nullcontext, group_size=group_size, label_temperature=label_temperature)
+
+
+def test_online_dpo_pairs_the_best_and_worst_of_each_group():
+    out = online_pairs([0.1, 0.9, 0.5, 0.2, 0.3, 0.3, 0.3, 0.3], group_size=4)  # the second group is all tied
+    # chosen rows first (best of each group), then the rejected ones (worst)
+    assert out["ids"][:, 0].tolist() == [1, 4, 0, 4] and out["reward"].tolist() == pytest.approx([0.9, 0.3, 0.1, 0.3])
+    assert out["pair_weight"].tolist() == [1.0, 0.0] and out["ref_logp"].tolist() == [-2.0] * 4  # 2 tokens x -1
+    assert out["stats"]["pairs/untied"] == 0.5 and out["stats"]["pairs/label_agrees"] == 1.0
+
+
+def test_online_dpo_noisy_judge_draws_bradley_terry_labels_from_the_generator():
+    reward = [1.0, 0.0] * 2000
+    sure = online_pairs(reward, group_size=2, label_temperature=1e-3)
+    assert sure["stats"]["pairs/label_agrees"] == 1.0  # a near-zero temperature is the plain ranking
+    noisy = online_pairs(reward, group_size=2, label_temperature=1.0)
+    # P(the better one is chosen) = sigmoid(1 / 1) = 0.731; 2000 draws: standard error 0.01
+    assert noisy["stats"]["pairs/label_agrees"] == pytest.approx(1 / (1 + math.exp(-1.0)), abs=0.04)
+    again = online_pairs(reward, group_size=2, label_temperature=1.0)
+    other = online_pairs(reward, group_size=2, label_temperature=1.0, seed=1)
+    assert torch.equal(again["ids"], noisy["ids"]) and not torch.equal(other["ids"], noisy["ids"])
+
+
+def test_dpo_pair_weights_drop_a_pair_from_the_loss():
+    model = Fixed([0.0, math.log(3.0)])
+    ids = torch.tensor([[0, 1, 1], [0, 0, 1], [0, 0, 0], [0, 1, 0]])  # chosen rows 0, 1; rejected rows 2, 3
+    mask = torch.tensor([[0, 1, 1]] * 4, dtype=torch.bool)
+    ref = torch.tensor([-1.0, -1.5, -2.0, -1.0])
+    both = {"ids": ids, "mask": mask, "ref_logp": ref}
+    first = {"ids": ids[[0, 2]], "mask": mask[[0, 2]], "ref_logp": ref[[0, 2]]}
+    weighted = dpo_loss(model, {**both, "pair_weight": torch.tensor([1.0, 0.0])}, beta=0.1)
+    assert weighted.loss.item() == pytest.approx(dpo_loss(model, first, beta=0.1).loss.item(), rel=1e-6)
+    assert weighted.loss.item() != pytest.approx(dpo_loss(model, both, beta=0.1).loss.item(), rel=1e-3)
+    # the pairs are the policy's samples: kl = mean over all rows of log pi - log pi_ref
+    logp = torch.tensor([2 * math.log(0.75), math.log(0.25) + math.log(0.75), 2 * math.log(0.25),
+                         math.log(0.75) + math.log(0.25)])
+    assert weighted.metrics["kl"].item() == pytest.approx(float((logp - ref).mean()), rel=1e-5)
+    assert "kl" not in dpo_loss(model, both, beta=0.1).metrics
+
+
 def test_ppo_token_rewards_and_gae_by_hand():
     mask = torch.tensor([[0.0, 1.0, 1.0, 0.0]])
     r = token_rewards(torch.tensor([[0.1, 0.2, 0.3, 0.4]]) * mask, mask, torch.tensor([2.0]), kl_coef=0.5)

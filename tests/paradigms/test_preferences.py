@@ -23,8 +23,12 @@ STAGE_METRICS = {  # TRL's names, under train/ and val/
     "grpo": ["train/kl", "train/reward", "train/reward_std", "train/rewards/spaces", "train/entropy",
              "train/clip_ratio/low_mean", "train/clip_ratio/high_mean", "train/clip_ratio/region_mean",
              "train/completions/mean_length", "train/frac_reward_zero_std", "val/reward", "val/kl"],
+    "online_dpo": ["train/rewards/chosen", "train/rewards/rejected", "train/rewards/margins",
+                   "train/rewards/accuracies", "train/logps/chosen", "train/logps/rejected", "train/kl",
+                   "train/reward", "train/rewards/spaces", "train/pairs/untied", "val/reward", "val/kl"],
 }
-RECIPES = {"sft": "code_sft", "reward": "code_reward", "dpo": "code_dpo", "ppo": "code_ppo", "grpo": "code_grpo"}
+RECIPES = {"sft": "code_sft", "reward": "code_reward", "dpo": "code_dpo", "ppo": "code_ppo", "grpo": "code_grpo",
+           "online_dpo": "code_online_dpo"}
 
 
 def records(run: Path) -> list[dict]:
@@ -39,7 +43,8 @@ def evals(run: Path, key: str) -> list[float]:
 def test_each_recipe_runs_tiny_and_logs_trl_metric_names(stage, tmp_path, pref, reward_model):
     """In process (tests/engine/test_exact_resume.py runs each of them from the CLI, killed and resumed)."""
     extra = {"ppo": {"objective__reward_model": str(reward_model)},
-             "grpo": {"objective__reward_funcs": ["pref_rewards:spaces"], "objective__beta": 0.04}}.get(stage, {})
+             "grpo": {"objective__reward_funcs": ["pref_rewards:spaces"], "objective__beta": 0.04},
+             "online_dpo": {"objective__reward_funcs": ["pref_rewards:spaces"]}}.get(stage, {})
     res = trainwell.train(RECIPES[stage], pref(stage, **extra), run_dir=tmp_path / stage)
     logged = set().union(*map(set, records(res.run_dir)))
     assert set(STAGE_METRICS[stage]) <= logged, set(STAGE_METRICS[stage]) - logged
@@ -83,6 +88,28 @@ def test_grpo_with_the_kl_in_the_reward_logs_the_sequence_kl(tmp_path, pref):
     rows = [r for r in records(res.run_dir) if "train/non_score_reward" in r]
     assert rows and all(r["train/non_score_reward"] == pytest.approx(-0.1 * r["train/kl"]) for r in rows)
     assert res.summary["reference"] == "model" and evals(res.run_dir, "val/kl")
+
+
+def test_online_dpo_raises_a_python_reward_function(tmp_path, pref):
+    """Pairs of the policy's own samples, ordered by the reward: the reward it ranks by goes up."""
+    res = trainwell.train("code_online_dpo", pref("online_dpo", objective__reward_funcs=["pref_rewards:spaces"],
+                                                  optim__lr=1e-2, train__steps=30, eval__every=15),
+                          run_dir=tmp_path / "odpo")
+    rewards = evals(res.run_dir, "val/reward")
+    assert rewards[-1] > 0.6 and rewards[-1] > rewards[0] - 0.05
+    assert res.summary["reference"] == "model" and evals(res.run_dir, "val/kl")
+
+
+@pytest.mark.parametrize("values,match", [
+    ({"data__group_size": 1}, "data.group_size must be at least 2"),
+    ({"data__minibatch_size": 2}, "set data.minibatch_size = 0"),
+    ({"data__group_size": 3, "objective__label_temperature": 0.5}, "needs data.group_size = 2"),
+    ({"objective__reference": "none"}, "DPO's implicit reward is measured against the reference"),
+])
+def test_online_dpo_settings_that_cannot_work_are_one_clear_error(tmp_path, pref, values, match):
+    with pytest.raises(ConfigError, match=match):
+        trainwell.train("code_online_dpo", pref("online_dpo", objective__reward_funcs=["pref_rewards:spaces"],
+                                                **values), run_dir=tmp_path / "run")
 
 
 @pytest.mark.parametrize("stage,rows,match", [
@@ -219,17 +246,20 @@ def test_hugging_face_causal_lm_sft_then_dpo_with_lora_adapters_as_the_reference
     assert not torch.allclose(job.model(ids), off, atol=1e-3)  # with the adapters on it has learned
 
 
-@pytest.mark.parametrize("stage", ["grpo", "ppo"])
+@pytest.mark.parametrize("stage", ["grpo", "ppo", "online_dpo"])
 def test_rollout_source_resumes_exactly_mid_epoch(stage, pref):
     """Prompt position, the sampling generator, the rollout and the minibatch order are all in its state."""
     from sources import assert_source_resumes_exactly
 
     from trainwell.config import load_config
 
+    # online DPO: whole rollouts, labelled by a noisy judge (its draws come from the sampling generator)
+    extra = {"objective__label_temperature": 0.5} if stage == "online_dpo" else {"data__minibatch_size": 2}
     cfg = load_config(RECIPES[stage], pref(stage, objective__reward_model="", objective__reward_funcs=[
-        "pref_rewards:spaces"], data__update_epochs=2, data__minibatch_size=2))
-    last = assert_source_resumes_exactly(cfg, before=5, after=6)  # 5 = inside the 2nd rollout's epochs
-    assert {"ids", "mask", "adv", "old_logp"} <= set(last)
+        "pref_rewards:spaces"], data__update_epochs=2, **extra))
+    last = assert_source_resumes_exactly(cfg, before=5, after=6)  # 5 = inside the 2nd (3rd) rollout's epochs
+    keys = {"ref_logp", "pair_weight"} if stage == "online_dpo" else {"adv", "old_logp"}
+    assert {"ids", "mask"} | keys <= set(last)
 
 
 def test_checkpoint_names_match_across_the_heads_body_prefix():

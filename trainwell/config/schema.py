@@ -753,6 +753,23 @@ class PPOLMObjectiveConfig(RLObjectiveConfig):
     whiten_advantages: bool = opt(True, "normalise advantages over each rollout's completion tokens")
 
 
+@dataclass
+class OnlineDPOObjectiveConfig(RLObjectiveConfig):
+    """Online DPO (Guo et al. 2024, "Direct language model alignment from online AI feedback"): each rollout
+    the policy samples data.group_size completions per prompt, the reward (functions or a reward model: the
+    judge) ranks them, and the DPO loss trains on (best, worst) of each group against the frozen reference."""
+
+    name: str = opt("online_dpo", "objective", choices=("online_dpo",))
+    beta: float = opt(0.1, "KL strength: the implicit reward is beta * log(pi / pi_ref)", min=0.0)
+    loss_type: str = opt("sigmoid", "sigmoid (DPO), ipo (Azar et al. 2023) or hinge (SLiC, Zhao et al. 2023)",
+                         choices=("sigmoid", "ipo", "hinge"))
+    label_smoothing: float = opt(0.0, "sigmoid: assumed share of flipped labels (conservative DPO)", min=0.0,
+                                 max=0.5)
+    label_temperature: float = opt(0.0, "0: the completion with the higher reward is chosen; t > 0: a noisy "
+                                   "judge, chosen by a Bradley-Terry draw P(a over b) = sigmoid((r_a - r_b) / t) "
+                                   "(data.group_size = 2)", min=0.0)
+
+
 # Variant sections: the value of `name` picks the dataclass for the rest of the section.
 # New models, data sources and objectives register here; a name with a colon ("my_pkg.nets:build")
 # is the user's own, and its section takes any keys (config/load.py, import_section).
@@ -764,7 +781,8 @@ VARIANTS: dict[str, dict[str, type]] = {
     "objective": {"python": PythonObjectConfig, "ppo": PPOObjectiveConfig, "dqn": DQNObjectiveConfig, "lm": ObjectiveConfig, "classify": ObjectiveConfig, "regress": ObjectiveConfig,
                   "mlm": MLMObjectiveConfig, "density": DensityObjectiveConfig,
                   "simclr": SimCLRObjectiveConfig, "sft": SFTObjectiveConfig, "reward": RewardObjectiveConfig,
-                  "dpo": DPOObjectiveConfig, "grpo": GRPOObjectiveConfig, "ppo_lm": PPOLMObjectiveConfig},
+                  "dpo": DPOObjectiveConfig, "grpo": GRPOObjectiveConfig, "ppo_lm": PPOLMObjectiveConfig,
+                  "online_dpo": OnlineDPOObjectiveConfig},
 }
 
 # Sections and keys that do not change the training trajectory: a run may be resumed with

@@ -7,7 +7,10 @@ implicit reward h = [log pi(y_w) - log pi_ref(y_w)] - [log pi(y_l) - log pi_ref(
 
 The reference log-probs come in the batch (precomputed once) or from ``reference(batch)`` (a
 frozen model, or the same model with its LoRA adapters off). The two sides of a pair share one
-forward of their prompt (trainwell/objectives/packing.py).
+forward of their prompt (trainwell/objectives/packing.py). Online DPO's batches (pairs the policy
+sampled itself, trainwell/paradigms/preferences.py) also carry ``pair_weight`` (0 for a pair the judge
+could not order) and log ``kl``: both sides are samples of the policy, so the mean of
+log pi - log pi_ref over them estimates KL(pi || pi_ref) per completion.
 """
 
 from __future__ import annotations
@@ -47,16 +50,24 @@ def dpo_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], *, beta: fl
     else:
         with torch.no_grad():
             ref = reference(batch)  # type: ignore[misc]
+    kl = (logp.detach() - ref.float()).mean() if "pair_weight" in batch else None  # before IPO's averaging
     if loss_type == "ipo":  # IPO on length-averaged log-probs
         count = shifted(batch["ids"], batch["mask"])[2].sum(-1).clamp_min(1)
         logp, ref = logp / count, ref / count
     pi_c, pi_r = logp.chunk(2)
     ref_c, ref_r = ref.float().chunk(2)
-    loss = dpo_losses(pi_c, pi_r, ref_c, ref_r, beta=beta, loss_type=loss_type,
-                      label_smoothing=label_smoothing).mean()
+    w = batch["pair_weight"].float() if "pair_weight" in batch else torch.ones_like(pi_c)
+    total = w.sum().clamp_min(1.0)
+
+    def mean(x: torch.Tensor) -> torch.Tensor:
+        return (x * w).sum() / total
+
+    loss = mean(dpo_losses(pi_c, pi_r, ref_c, ref_r, beta=beta, loss_type=loss_type, label_smoothing=label_smoothing))
     with torch.no_grad():
         r_c, r_r = beta * (pi_c - ref_c), beta * (pi_r - ref_r)  # the implicit rewards
-        metrics = {"rewards/chosen": r_c.mean(), "rewards/rejected": r_r.mean(),
-                   "rewards/accuracies": (r_c > r_r).float().mean(), "rewards/margins": (r_c - r_r).mean(),
-                   "logps/chosen": pi_c.mean(), "logps/rejected": pi_r.mean()}
+        metrics = {"rewards/chosen": mean(r_c), "rewards/rejected": mean(r_r),
+                   "rewards/accuracies": mean((r_c > r_r).float()), "rewards/margins": mean(r_c - r_r),
+                   "logps/chosen": mean(pi_c), "logps/rejected": mean(pi_r)}
+        if kl is not None:
+            metrics["kl"] = kl
     return LossOutput(loss=loss, units=len(pi_c), metrics=metrics, processed=int(batch["ids"].numel()))

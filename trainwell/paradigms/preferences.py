@@ -6,6 +6,7 @@
     pairs       dpo         the same (+ reference log-probs)          the LM
     prompts     ppo_lm      completions sampled by the policy itself  the LM + a value head
     prompts     grpo        G completions per prompt, scored          the LM
+    prompts     online_dpo  the same, best and worst of each group    the LM
 
 The LM is trainwell's character GPT (started from ``train.init_from``: a text run, or an earlier
 stage of this chain; its vocabulary is the pretrained one) or a local Hugging Face causal LM
@@ -292,16 +293,26 @@ def reward_samples(rows: list[dict[str, Any]], chosen: Sequences, rejected: Sequ
 
 def prompts_job(cfg: Config, device: torch.device) -> Job:
     from trainwell.models.heads import PolicyValue
+    from trainwell.objectives.dpo import dpo_loss
     from trainwell.objectives.grpo import grpo_loss
     from trainwell.objectives.ppo_lm import ppo_lm_loss
     from trainwell.paradigms.rewards import build_scorer, reward_function
     from trainwell.rl.completions import CompletionRollouts
 
     d, o = cfg.data, cfg.objective
-    if o.name not in ("ppo_lm", "grpo"):
-        raise ConfigError(f"data.name = 'prompts' trains with objective.name = 'grpo' or 'ppo_lm', not '{o.name}'.")
-    if o.name == "grpo" and d.group_size < 2:
-        raise ConfigError("GRPO compares the completions of each prompt: data.group_size must be at least 2.")
+    if o.name not in ("ppo_lm", "grpo", "online_dpo"):
+        raise ConfigError(f"data.name = 'prompts' trains with objective.name = 'grpo', 'ppo_lm' or 'online_dpo', "
+                          f"not '{o.name}'.")
+    if o.name in ("grpo", "online_dpo") and d.group_size < 2:
+        raise ConfigError(f"{'GRPO' if o.name == 'grpo' else 'Online DPO'} compares the completions of each prompt: "
+                          f"data.group_size must be at least 2.")
+    if o.name == "online_dpo":
+        if 0 < d.minibatch_size < d.prompts_per_rollout * d.group_size:
+            raise ConfigError("online DPO trains on each rollout's pairs as one batch: set data.minibatch_size = 0 "
+                              "(and data.prompts_per_rollout to the pairs per step).")
+        if o.label_temperature > 0 and d.group_size != 2:
+            raise ConfigError(f"objective.label_temperature draws a label for a pair: it needs data.group_size = 2, "
+                              f"not {d.group_size}.")
     if d.max_new_tokens >= d.context:
         raise ConfigError(f"data.max_new_tokens = {d.max_new_tokens} leaves no room for a prompt in data.context = "
                           f"{d.context}; lower it or raise data.context.")
@@ -317,9 +328,12 @@ def prompts_job(cfg: Config, device: torch.device) -> Job:
     eval_rows = held[:d.eval_prompts]
     eval_prompts = prompt_ids(eval_rows, tok, d.context - d.max_new_tokens, fix)
     autocast = Precision(cfg.train.precision, device).autocast
-    kl_coef = o.beta if o.name == "grpo" else o.kl_coef
+    kl_coef = o.kl_coef if o.name == "ppo_lm" else o.beta
     how = o.reference if o.reference != "auto" else (
         "none" if kl_coef == 0 else "adapters" if cfg.adapter.method != "none" else "model")
+    if how == "none" and o.name == "online_dpo":
+        raise ConfigError("objective.reference = 'none': DPO's implicit reward is measured against the reference; "
+                          "use 'model' or, with LoRA, 'adapters'.")
     if how == "none" and kl_coef > 0:
         raise ConfigError(f"objective.reference = 'none' but the KL coefficient is {kl_coef}; the KL term needs a "
                           f"reference ('model' or, with LoRA, 'adapters').")
@@ -335,6 +349,10 @@ def prompts_job(cfg: Config, device: torch.device) -> Job:
                            kl_in_reward=o.beta if o.kl_in_reward else 0.0)
         objective = partial(grpo_loss, clip=o.clip, clip_high=o.clip_high, beta=0.0 if o.kl_in_reward else o.beta,
                             loss_type=o.loss_type, temperature=temperature)
+    elif o.name == "online_dpo":
+        annotate = partial(online_dpo_annotate, ref_logps=ref_logps, autocast=autocast, group_size=d.group_size,
+                           label_temperature=o.label_temperature)
+        objective = partial(dpo_loss, beta=o.beta, loss_type=o.loss_type, label_smoothing=o.label_smoothing)
     else:
         annotate = partial(ppo_annotate, ref_logps=ref_logps, autocast=autocast, kl_coef=o.kl_coef,
                            estimator=o.kl_estimator, gamma=o.gamma, lam=o.lam, whiten_adv=o.whiten_advantages,
@@ -400,7 +418,8 @@ def sequence_kl(logp: torch.Tensor, ref: torch.Tensor, m: torch.Tensor) -> torch
     return ((logp - ref) * m).sum(-1)
 
 
-def grpo_annotate(model: torch.nn.Module, buf: dict[str, torch.Tensor], *, ref_logps: Any, autocast: Any,
+def grpo_annotate(model: torch.nn.Module, buf: dict[str, torch.Tensor], generator: Any = None, *, ref_logps: Any,
+                  autocast: Any,
                   group_size: int, scale: str, temperature: float, reuse: bool, kl_in_reward: float = 0.0
                   ) -> dict[str, Any]:
     """GRPO's rollout extras: group advantages; old log-probs if the rollout is reused; reference log-probs.
@@ -430,7 +449,8 @@ def grpo_annotate(model: torch.nn.Module, buf: dict[str, torch.Tensor], *, ref_l
     return out
 
 
-def ppo_annotate(model: torch.nn.Module, buf: dict[str, torch.Tensor], *, ref_logps: Any, autocast: Any,
+def ppo_annotate(model: torch.nn.Module, buf: dict[str, torch.Tensor], generator: Any = None, *, ref_logps: Any,
+                 autocast: Any,
                  kl_coef: float, estimator: str, gamma: float, lam: float, whiten_adv: bool,
                  temperature: float) -> dict[str, Any]:
     """PPO's rollout extras: old log-probs and values, KL-penalised token rewards, GAE advantages and returns."""
@@ -452,6 +472,37 @@ def ppo_annotate(model: torch.nn.Module, buf: dict[str, torch.Tensor], *, ref_lo
     seq_kl = sequence_kl(logp, ref, m)
     return {"old_logp": logp, "values": values, "adv": adv, "returns": returns,
             "stats": {"kl": float(seq_kl.mean()), "non_score_reward": float((-kl_coef * kl).sum(-1).mean())}}
+
+
+def online_dpo_annotate(model: torch.nn.Module, buf: dict[str, torch.Tensor], generator: torch.Generator, *,
+                        ref_logps: Any, autocast: Any, group_size: int, label_temperature: float) -> dict[str, Any]:
+    """Online DPO's pairs from a rollout of P prompts x G completions: per group the completion with the
+    highest reward is chosen and the lowest rejected (``label_temperature`` t > 0, G = 2: a noisy judge, the
+    first is chosen with probability sigmoid((r_1 - r_2) / t), drawn from the sampling ``generator``, so a
+    resumed run draws the same labels). The rollout's rows become the P chosen then the P rejected ones
+    (dpo_loss's layout) with their reference log-probs; a group whose rewards are all equal gives no
+    preference (pair_weight 0)."""
+    reward = buf["reward"].float().view(-1, group_size)
+    P = reward.shape[0]
+    base = torch.arange(P) * group_size
+    if label_temperature > 0:
+        first = torch.rand(P, generator=generator) < torch.sigmoid((reward[:, 0] - reward[:, 1]) / label_temperature)
+        chosen, rejected = base + (~first).long(), base + first.long()
+    else:
+        chosen, rejected = base + reward.argmax(1), base + reward.argmin(1)
+    weight = (reward.max(1).values != reward.min(1).values).float()
+    order = torch.cat([chosen, rejected])
+    rows = {k: buf[k][order] for k in ("ids", "mask", "lengths", "reward")}
+    device = next(model.parameters()).device
+    inputs, targets, m = shifted(rows["ids"].to(device), rows["mask"].to(device))
+    with autocast():
+        ref = (ref_logps(inputs, targets).float() * m).sum(-1)
+    agree = (buf["reward"][chosen] > buf["reward"][rejected]).float()
+    return {**rows, "ref_logp": ref, "pair_weight": weight,
+            "stats": {"pairs/untied": float(weight.mean()),
+                      "pairs/label_agrees": float((agree * weight).sum() / weight.sum().clamp_min(1)),
+                      "pairs/reward_gap": float(((buf["reward"][chosen] - buf["reward"][rejected]) * weight).sum()
+                                                / weight.sum().clamp_min(1))}}
 
 
 class PolicyEvaluation:

@@ -6,8 +6,10 @@ What is algorithm-specific comes in as functions (trainwell/paradigms/preference
 
     sample(policy, prompt_ids, generator) -> (completion ids per row, stopped per row)
     score(prompt_rows, completion_texts) -> ((N,) rewards, {reward name: (N,) values})
-    annotate(model, rollout) -> {key: tensor}: old log-probs, reference log-probs, values,
-                                advantages (GRPO's group baseline, or PPO's KL-shaped rewards + GAE)
+    annotate(model, rollout, generator) -> {key: tensor}: old log-probs, reference log-probs, values,
+                                advantages (GRPO's group baseline, or PPO's KL-shaped rewards + GAE), or
+                                online DPO's pairs (which may replace the rollout's rows); ``generator`` is
+                                the sampling generator, for any draw the annotation makes (a noisy judge)
 
 Rows of a rollout: each of ``prompts_per_rollout`` prompts ``group_size`` times, a prompt's
 completions adjacent (GRPO's groups). Exact resume: the state holds the prompt position, the
@@ -56,12 +58,11 @@ class CompletionRollouts:
         if self.cursor >= self.updates_per_rollout():
             self.collect()
         epoch, k = divmod(self.cursor, self.per_epoch)
-        if self.mb >= self.N:
-            order = torch.arange(self.N)
-        else:
-            g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.rollouts) * 1_000_003 + epoch)
-            order = torch.randperm(self.N, generator=g)[k * self.mb:(k + 1) * self.mb]
         self.cursor += 1
+        if self.mb >= self.N:  # the whole rollout (its rows, which an annotation may have rearranged)
+            return trim(dict(self.buffer))
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.rollouts) * 1_000_003 + epoch)
+        order = torch.randperm(self.N, generator=g)[k * self.mb:(k + 1) * self.mb]
         return trim({key: value[order] for key, value in self.buffer.items()})
 
     def next_prompts(self) -> list[int]:
@@ -97,7 +98,7 @@ class CompletionRollouts:
             seqs = pad_rows([p + c for p, c in zip(prompts, completions)], [len(p) for p in prompts], self.pad_id,
                             masks)
             buffer = {"ids": seqs.ids, "mask": seqs.mask, "lengths": seqs.lengths, "reward": rewards.float()}
-            extra = self.annotate_fn(self.model, buffer)
+            extra = self.annotate_fn(self.model, buffer, self.generator)
             stats = extra.pop("stats", {})
             buffer.update(extra)
         finally:
