@@ -104,6 +104,10 @@ METHODS: dict[str, tuple[str, dict[str, object]]] = {
                                   "optim.lr": 1e-4, "data.prompts_per_rollout": 256, "data.update_epochs": 2,
                                   "data.minibatch_size": 128, "objective.reward_model": "",
                                   "objective.reward_funcs": ["code_valid"], "data.eval_rewards": []}),
+    # offline DPO with as many labels as online DPO gets (4 labelled pairs of SFT samples for each of the 9,028
+    # training prompts, ~27k after ties, against online DPO's 300 x 128 pairs less its ties), same steps and batch
+    "dpo_many": ("code_dpo", {"train.steps": 300, "checkpoint.every": 20, "objective.beta": 1.0, "data.path": "many",
+                              "train.batch_size": 128, "optim.lr": 1e-4}),
     # online DPO (code_online_dpo): each step 128 prompts x 2 completions of the current policy, ordered by a judge.
     # The judge is the labeller of the offline pairs (Bradley-Terry from the gold reward, tau 0.1: the simulated
     # human), or the reward model. With labels P(a > b) = sigmoid((g_a - g_b) / tau), DPO's optimum is
@@ -134,6 +138,7 @@ LABELS = {"sft": "SFT", "bon": "best-of-n (reward model)", "bon_gold": "best-of-
           "grpo_noise_klr": "GRPO, random reward, KL in the reward, beta 0.2",
           "grpo_gold_klr_x8": "GRPO, gold reward, KL in the reward, beta 0.2, 8x completions per step",
           "grpo_gold_klr_x8_long": "the same, 300 steps",
+          "dpo_many": "DPO, beta 1, 9x the pairs (as many labels as online DPO)",
           "odpo_gold_bt": "online DPO, beta 1, pairs labelled as the offline ones (Bradley-Terry on gold)",
           "odpo_rm": "online DPO, beta 1, pairs ranked by the reward model",
           "ppo_rm_x16": "PPO, reward model, KL penalty 1.0, 256 completions per rollout",
@@ -230,6 +235,36 @@ def gold(prompts: list[str], completions: list[str]) -> torch.Tensor:
 # --------------------------------------------------------------------------- pairs
 
 
+def label_pairs(sft: Policy, prompts: list[str], per: int, seed: int, rng: random.Random, tau: float
+                ) -> tuple[list[dict], dict]:
+    """``per`` pairs of SFT samples for each prompt, labelled by Bradley-Terry from the gold reward (ties dropped)."""
+    samples = sft.sample(prompts, 2 * per, seed=seed)
+    pairs, ceiling, ties, gaps = [], [], 0, []
+    for p, group in zip(prompts, samples):
+        for k in range(per):
+            a, b = sft.decode(group[2 * k]), sft.decode(group[2 * k + 1])
+            ga, gb = valid_fraction(p, a), valid_fraction(p, b)
+            if ga == gb:
+                ties += 1
+                continue
+            prob = 1 / (1 + math.exp(-(ga - gb) / tau))  # P(a preferred)
+            a_wins = rng.random() < prob
+            chosen, rejected = (a, b) if a_wins else (b, a)
+            pairs.append({"prompt": p, "chosen": chosen, "rejected": rejected,
+                          "gold_chosen": max(ga, gb) if a_wins == (ga > gb) else min(ga, gb)})
+            ceiling.append(1 / (1 + math.exp(-abs(ga - gb) / tau)))
+            gaps.append(abs(ga - gb))
+    info = {"pairs": len(pairs), "ties_dropped": ties, "ceiling": sum(ceiling) / len(ceiling),
+            "mean_gap": sum(gaps) / len(gaps),
+            "label_agrees_with_gold": sum((r["gold_chosen"] >= valid_fraction(r["prompt"], r["rejected"]))
+                                          for r in pairs) / len(pairs)}
+    return pairs, info
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
 def make_pairs(sft: Policy, work: Path, tau: float, train_prompts: int, eval_pairs_per_prompt: int, seed: int) -> dict:
     """Preference pairs sampled from the SFT policy, labelled by Bradley-Terry from the gold reward."""
     out = work / "pairs.json"
@@ -239,30 +274,22 @@ def make_pairs(sft: Policy, work: Path, tau: float, train_prompts: int, eval_pai
     rng = random.Random(seed)
     info: dict = {"tau": tau}
     for split, rows, per in (("train", train_rows[:train_prompts], 1), ("eval", held_rows, eval_pairs_per_prompt)):
-        prompts = [r["prompt"] for r in rows]
-        samples = sft.sample(prompts, 2 * per, seed=seed + (split == "eval"))
-        pairs, ceiling, ties, gaps = [], [], 0, []
-        for p, group in zip(prompts, samples):
-            for k in range(per):
-                a, b = sft.decode(group[2 * k]), sft.decode(group[2 * k + 1])
-                ga, gb = valid_fraction(p, a), valid_fraction(p, b)
-                if ga == gb:
-                    ties += 1
-                    continue
-                prob = 1 / (1 + math.exp(-(ga - gb) / tau))  # P(a preferred)
-                a_wins = rng.random() < prob
-                chosen, rejected = (a, b) if a_wins else (b, a)
-                pairs.append({"prompt": p, "chosen": chosen, "rejected": rejected,
-                              "gold_chosen": max(ga, gb) if a_wins == (ga > gb) else min(ga, gb)})
-                ceiling.append(1 / (1 + math.exp(-abs(ga - gb) / tau)))
-                gaps.append(abs(ga - gb))
-        (work / f"pairs_{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs), encoding="utf-8")
-        info[split] = {"pairs": len(pairs), "ties_dropped": ties, "ceiling": sum(ceiling) / len(ceiling),
-                       "mean_gap": sum(gaps) / len(gaps),
-                       "label_agrees_with_gold": sum((r["gold_chosen"] >= valid_fraction(r["prompt"], r["rejected"]))
-                                                     for r in pairs) / len(pairs)}
+        pairs, info[split] = label_pairs(sft, [r["prompt"] for r in rows], per, seed + (split == "eval"), rng, tau)
+        write_rows(work / f"pairs_{split}.jsonl", pairs)
     out.write_text(json.dumps(info, indent=1))
     return info
+
+
+def many_pairs(sft: Policy, work: Path, tau: float, per: int, seed: int) -> Path:
+    """``per`` labelled pairs of SFT samples for every training prompt (the offline control with as many labels
+    as online DPO uses): WORK/pairs_many_train.jsonl, its counts in WORK/pairs_many.json."""
+    path = work / "pairs_many_train.jsonl"
+    if not path.is_file():
+        train_rows, _ = stdlib_rows("sft", prompt_chars=64, completion_chars=64, eval_fraction=0.05)
+        pairs, info = label_pairs(sft, [r["prompt"] for r in train_rows], per, seed + 7, random.Random(seed + 7), tau)
+        write_rows(path, pairs)
+        (work / "pairs_many.json").write_text(json.dumps({"per_prompt": per, **info}, indent=1))
+    return path
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -443,6 +470,8 @@ def main() -> None:
                  "log.progress": "lines", "log.plots": False}
         if recipe == "code_dpo":  # offline: the labelled pairs
             extra.update(data)
+            if values.get("data.path") == "many":
+                values = {**values, "data.path": str(many_pairs(sft, work, args.tau, 4, args.seed))}
         elif "objective.reward_model" not in values:
             extra["objective.reward_model"] = str(rm_run)
         run = train_stage(work, m, recipe, {**extra, **values, **quick})
