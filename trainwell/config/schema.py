@@ -686,8 +686,8 @@ class RewardObjectiveConfig:
 
 
 @dataclass
-class DPOObjectiveConfig:
-    """Direct preference optimisation (Rafailov et al. 2023) and its IPO / hinge variants."""
+class DPOLossConfig:
+    """The DPO loss's own keys, shared by offline (dpo) and online (online_dpo) DPO."""
 
     name: str = opt("dpo", "objective", choices=("dpo",))
     beta: float = opt(0.1, "KL strength: the implicit reward is beta * log(pi / pi_ref)", min=0.0)
@@ -695,6 +695,12 @@ class DPOObjectiveConfig:
                          choices=("sigmoid", "ipo", "hinge"))
     label_smoothing: float = opt(0.0, "sigmoid: assumed share of flipped labels (conservative DPO)", min=0.0,
                                  max=0.5)
+
+
+@dataclass
+class DPOObjectiveConfig(DPOLossConfig):
+    """Direct preference optimisation (Rafailov et al. 2023) and its IPO / hinge variants."""
+
     reference: str = opt("precompute", "the frozen reference: precompute (its log-probs of every pair, once, "
                          "kept in the checkpoint), model (a frozen copy scores each batch) or adapters (lora/qlora: "
                          "the same model with its adapters off)", choices=("precompute", "model", "adapters"))
@@ -754,17 +760,12 @@ class PPOLMObjectiveConfig(RLObjectiveConfig):
 
 
 @dataclass
-class OnlineDPOObjectiveConfig(RLObjectiveConfig):
+class OnlineDPOObjectiveConfig(DPOLossConfig, RLObjectiveConfig):
     """Online DPO (Guo et al. 2024, "Direct language model alignment from online AI feedback"): each rollout
     the policy samples data.group_size completions per prompt, the reward (functions or a reward model: the
     judge) ranks them, and the DPO loss trains on (best, worst) of each group against the frozen reference."""
 
     name: str = opt("online_dpo", "objective", choices=("online_dpo",))
-    beta: float = opt(0.1, "KL strength: the implicit reward is beta * log(pi / pi_ref)", min=0.0)
-    loss_type: str = opt("sigmoid", "sigmoid (DPO), ipo (Azar et al. 2023) or hinge (SLiC, Zhao et al. 2023)",
-                         choices=("sigmoid", "ipo", "hinge"))
-    label_smoothing: float = opt(0.0, "sigmoid: assumed share of flipped labels (conservative DPO)", min=0.0,
-                                 max=0.5)
     label_temperature: float = opt(0.0, "0: the completion with the higher reward is chosen; t > 0: a noisy "
                                    "judge, chosen by a Bradley-Terry draw P(a over b) = sigmoid((r_a - r_b) / t) "
                                    "(data.group_size = 2)", min=0.0)
