@@ -497,12 +497,12 @@ def online_dpo_annotate(model: torch.nn.Module, buf: dict[str, torch.Tensor], ge
     inputs, targets, m = shifted(rows["ids"].to(device), rows["mask"].to(device))
     with autocast():
         ref = (ref_logps(inputs, targets).float() * m).sum(-1)
-    agree = (buf["reward"][chosen] > buf["reward"][rejected]).float()
+    gap = (rows["reward"][:P] - rows["reward"][P:]).float()
+    untied = weight.sum().clamp_min(1)
     return {**rows, "ref_logp": ref, "pair_weight": weight,
             "stats": {"pairs/untied": float(weight.mean()),
-                      "pairs/label_agrees": float((agree * weight).sum() / weight.sum().clamp_min(1)),
-                      "pairs/reward_gap": float(((buf["reward"][chosen] - buf["reward"][rejected]) * weight).sum()
-                                                / weight.sum().clamp_min(1))}}
+                      "pairs/label_agrees": float(((gap > 0).float() * weight).sum() / untied),
+                      "pairs/reward_gap": float((gap * weight).sum() / untied)}}
 
 
 class PolicyEvaluation:
