@@ -62,6 +62,13 @@ class LiveTensors(TorchDispatchMode):
     its budget raises :class:`OverBudget`.
     """
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # torch wraps a mode's __torch_dispatch__ in _disable_dynamo, which imports torch._dynamo
+        # (+70 MiB resident) on the first operator; this mode runs around eager builds and fake-tensor
+        # simulations, never inside torch.compile, so it has nothing to skip.
+        return False
+
     def __init__(self, budgets: dict[str, int] | None = None):
         super().__init__()
         self.phase = "activations"

@@ -20,7 +20,8 @@ all-gather of those updates per step and the iteration repeated on every rank.
 
 One Optimizer object, so checkpoints (its state_dict: Muon's momentum and AdamW's moments),
 distributed state dicts, loss scaling and zero_grad need nothing special. The AdamW part is a
-``torch.optim.AdamW`` that shares this optimizer's ``state`` and its param-group dicts.
+``torch.optim.AdamW`` (:class:`trainwell.engine.optim.AdamW`, without torch's compile wrappers)
+that shares this optimizer's ``state`` and its param-group dicts.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 import torch
 
 from trainwell.engine.machine import cpu_flags
+from trainwell.engine.optim import AdamW, Eager
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
@@ -61,13 +63,13 @@ def orthogonalize(g: torch.Tensor, steps: int, dtype: torch.dtype, eps: float = 
     return x.mT if tall else x
 
 
-class MuonAdamW(torch.optim.Optimizer):
+class MuonAdamW(Eager, torch.optim.Optimizer):
     def __init__(self, muon_params: list[torch.Tensor], splits: list[int], adam_groups: list[dict[str, Any]], *,
                  muon_lr: float, momentum: float, weight_decay: float, ns_steps: int, ns_dtype: torch.dtype,
                  lr_scale: float, **adamw: Any):
         """``splits[i]``: muon_params[i] is that many stacked matrices along dim 0 (fused q|k|v: 3),
         each orthogonalised on its own. ``lr_scale``: Muon's lr / AdamW's lr, kept through schedules."""
-        self._adam = torch.optim.AdamW(adam_groups, **adamw) if adam_groups else None
+        self._adam = AdamW(adam_groups, **adamw) if adam_groups else None
         muon_group = {"params": muon_params, "use_muon": True, "splits": list(splits), "lr": muon_lr,
                       "lr_scale": lr_scale, "momentum": momentum, "nesterov": True,
                       "weight_decay": weight_decay, "ns_steps": ns_steps}

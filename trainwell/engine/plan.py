@@ -16,6 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import pickle
+import select
+import signal
+import sys
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -235,21 +241,29 @@ def too_big(what: str) -> str:
 
 
 def simulate(cfg: Config, job: Job, precision: Precision, device: torch.device, *, world_size: int, strategy: str,
-             count_flops: bool) -> tuple[StepMemory, dict[str, torch.Tensor]]:
-    batch = rank_batch(peek_batch(job.source, job.model), world_size)
+             count_flops: bool, batch: dict[str, torch.Tensor] | None = None) -> tuple[StepMemory, dict[str, torch.Tensor]]:
+    if batch is None:
+        batch = first_batch(job, world_size)
     step = simulate_step(job.model, job.objective, batch, precision=precision, optim=cfg.optim,
                          grad_accum=cfg.train.grad_accum, device=device, count_flops=count_flops)
     return step, batch
 
 
+def first_batch(job: Job, world_size: int) -> dict[str, torch.Tensor]:
+    """One process's share of the source's first batch (real tensors; making it may run real work,
+    e.g. a DPO reference's log-probs computed once)."""
+    return rank_batch(peek_batch(job.source, job.model), world_size)
+
+
 def make_plan(cfg: Config, job: Job, precision: Precision, device: torch.device, *, world_size: int = 1,
-              strategy: str = "none", full: bool = False) -> Plan:
+              strategy: str = "none", full: bool = False, batch: dict[str, torch.Tensor] | None = None) -> Plan:
     """The plan of the configured step; ``full`` adds the other activation-checkpointing setting,
     inference, FLOPs and time (what `trainwell plan` prints)."""
     from trainwell.engine.machine import device_name
 
     model = job.model
-    step, batch = simulate(cfg, job, precision, device, world_size=world_size, strategy=strategy, count_flops=full)
+    step, batch = simulate(cfg, job, precision, device, world_size=world_size, strategy=strategy, count_flops=full,
+                           batch=batch)
     terms = per_rank(step, model, strategy, world_size, precision.dtype)
     n = sum(p.numel() for p in model.parameters())
     free = device_free(device)
@@ -355,7 +369,9 @@ def admit(cfg: Config, job: Job, precision: Precision, strategy: Any, device: to
         return None
     name = strategy.name if strategy.size > 1 else "none"
     try:
-        plan = make_plan(cfg, job, precision, device, world_size=strategy.size, strategy=name)
+        batch = first_batch(job, strategy.size)  # here: what making it computes stays with this process
+        plan = admission_plan(lambda: make_plan(cfg, job, precision, device, world_size=strategy.size, strategy=name,
+                                                batch=batch), device)
     except CannotSimulate as e:
         notes.append(f"note: the memory check was skipped: {e} (train.memory_check = false turns it off)")
         return None
@@ -376,6 +392,65 @@ def admit(cfg: Config, job: Job, precision: Precision, strategy: Any, device: to
                          f"keeps for reuse, so freed memory now goes back to the kernel at once (slower page "
                          f"faults; trainwell/diagnostics/malloc.py)")
     return plan
+
+
+def can_fork(device: torch.device) -> bool:
+    return (sys.platform == "linux" and device.type == "cpu" and "torch._dynamo" not in sys.modules
+            and not torch.cuda.is_initialized())
+
+
+def admission_plan(plan: Callable[[], Plan], device: torch.device, timeout: float = 300.0) -> Plan:
+    """``plan()``, in a forked copy of this process where that is safe (Linux, CPU, no CUDA yet, and
+    ``torch._dynamo`` not imported yet), else here.
+
+    The child runs on one thread: the parent's OpenMP threads do not exist in it (libgomp hangs on a
+    parallel region there). The fake-tensor simulation imports ``torch._dynamo`` (``FakeTensorMode`` reads its config), which
+    stays resident for the rest of the run: +70 MiB, more than the whole step of a small model
+    (bench/RESULTS.md, issue 13, session 16). In a child that memory ends with it; the child shares the
+    parent's pages until it writes them, and it lives for the simulation only. A child that fails,
+    dies or outlives ``timeout`` is killed and the plan is made here instead, so the check itself
+    never changes.
+    """
+    if not can_fork(device):
+        return plan()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: make the plan, send it, and leave without running the parent's exit code
+        code = 1
+        try:
+            os.close(r)
+            torch.set_num_threads(1)
+            try:
+                out: tuple[str, Any] = ("plan", plan())
+            except CannotSimulate as e:
+                out = ("cannot", str(e))
+            with os.fdopen(w, "wb") as f:
+                f.write(pickle.dumps(out))
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    data, deadline = b"", time.monotonic() + timeout
+    try:
+        while (left := deadline - time.monotonic()) > 0 and select.select([r], [], [], left)[0]:
+            chunk = os.read(r, 1 << 20)
+            if not chunk:
+                break
+            data += chunk
+        else:
+            os.kill(pid, signal.SIGKILL)
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
+    try:
+        kind, value = pickle.loads(data)
+    except Exception:  # nothing (or half) came back: the child failed in a way the parent reproduces here
+        return plan()
+    if kind == "cannot":
+        raise CannotSimulate(value)
+    return value
 
 
 def biggest_term(terms: dict[str, int]) -> str:
