@@ -117,3 +117,36 @@ def test_peak_probe_leaves_global_rng_alone(tmp_path, monkeypatch):
     torch.manual_seed(3)
     assert peak_flops(torch.device("cpu"), torch.float32) > 1e9  # a real probe: the cache is empty
     assert torch.equal(torch.rand(3), expected)
+
+
+def saved_bytes(fn) -> int:
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+def test_mlp_recomputes_gelu_with_the_same_gradients_and_less_saved(monkeypatch):
+    from trainwell.models import gpt
+
+    torch.manual_seed(0)
+    model = tiny_gpt(bias=True)
+    x = torch.randint(0, 50, (3, 16))
+
+    def grads():
+        model.zero_grad()
+        model(x).square().mean().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    with_recompute, saved_with = grads(), saved_bytes(lambda: model(x))
+    monkeypatch.setattr(gpt.MLP, "_recompute_gelu", lambda self, h: False)
+    plain, saved_plain = grads(), saved_bytes(lambda: model(x))
+    for n in plain:
+        torch.testing.assert_close(with_recompute[n], plain[n], rtol=1e-6, atol=1e-7, msg=n)
+    # one (tokens x 4C) float tensor less per block
+    assert saved_plain - saved_with == len(model.blocks) * x.numel() * 4 * model.width * 4

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import contextvars
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -119,6 +120,17 @@ class Packed:
     """
     positions: torch.Tensor
     mask: torch.Tensor
+    _additive: dict[torch.dtype, torch.Tensor] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def additive_mask(self, dtype: torch.dtype) -> torch.Tensor:
+        """The mask as 0 / -inf in ``dtype`` (what attention converts a bool mask to), made once for
+        every layer: given the bool mask, each layer converts its own copy and autograd keeps all of
+        them for the backward (4 layers x B x T x T floats)."""
+        m = self._additive.get(dtype)
+        if m is None:
+            m = torch.zeros(self.mask.shape, dtype=dtype, device=self.mask.device)
+            self._additive[dtype] = m = m.masked_fill_(~self.mask, float("-inf"))
+        return m
 
 
 class Attention(nn.Module):
@@ -152,7 +164,9 @@ class Attention(nn.Module):
             if self.rotary:
                 cos, sin = self.rope_cos[packed.positions].unsqueeze(1), self.rope_sin[packed.positions].unsqueeze(1)
                 q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-            y = attention(q, k, v, attn_mask=packed.mask, dropout_p=self.dropout if self.training else 0.0)
+            fp32 = q.dtype == torch.bfloat16 and FP32_ATTENTION.get()  # attention() runs in fp32 then
+            y = attention(q, k, v, attn_mask=packed.additive_mask(torch.float32 if fp32 else q.dtype),
+                          dropout_p=self.dropout if self.training else 0.0)
         elif cache is None:
             if self.rotary:
                 cos, sin = self.rope_cos[:T], self.rope_sin[:T]
@@ -190,6 +204,28 @@ class Attention(nn.Module):
         return y.view(q.shape[0], 1, -1)
 
 
+class GeluLinear(torch.autograd.Function):
+    """``linear(gelu(h), weight, bias)`` that keeps ``h`` for the backward and not ``gelu(h)`` too: the
+    backward recomputes the GELU (one elementwise pass over the block's widest activation) instead of
+    holding a second tokens x 4C tensor per block - a fifth of a small GPT's activation memory
+    (bench/RESULTS.md, issue 13, session 16). The same operators as autograd's own backward."""
+
+    @staticmethod
+    def forward(ctx: Any, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(h, weight)
+        ctx.has_bias = bias is not None
+        return F.linear(F.gelu(h), weight, bias)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        h, weight = ctx.saved_tensors
+        g = grad.reshape(-1, grad.shape[-1])
+        grad_w = g.t().mm(F.gelu(h).reshape(-1, h.shape[-1])) if ctx.needs_input_grad[1] else None
+        grad_b = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        grad_h = torch.ops.aten.gelu_backward(grad.matmul(weight), h) if ctx.needs_input_grad[0] else None
+        return grad_h, grad_w, grad_b
+
+
 class MLP(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
@@ -199,7 +235,18 @@ class MLP(nn.Module):
         self.act = relu2 if cfg.activation == "relu2" else F.gelu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.proj(self.act(self.fc(x))))
+        h = self.fc(x)
+        if self._recompute_gelu(h):
+            return self.drop(GeluLinear.apply(h, self.proj.weight, self.proj.bias))
+        return self.drop(self.proj(self.act(h)))
+
+    def _recompute_gelu(self, h: torch.Tensor) -> bool:
+        """Only on the plain eager path: torch.compile fuses this itself; autocast, an adapter or hooks
+        on ``proj``, or a distributed tensor for its weight keep torch's own modules."""
+        p = self.proj
+        return (self.act is F.gelu and h.requires_grad and type(p) is nn.Linear and type(p.weight) is nn.Parameter
+                and not p._forward_hooks and not p._forward_pre_hooks and not torch.is_autocast_enabled(h.device.type)
+                and not torch.compiler.is_compiling())
 
 
 class Block(nn.Module):
