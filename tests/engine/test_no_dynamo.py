@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from trainwell.engine import plan as plan_mod
-from trainwell.engine.optim import SGD, AdamW
+from trainwell.engine.eager_optim import SGD, AdamW
 from trainwell.engine.simulate import CannotSimulate
 
 CPU = torch.device("cpu")

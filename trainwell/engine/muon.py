@@ -20,7 +20,7 @@ all-gather of those updates per step and the iteration repeated on every rank.
 
 One Optimizer object, so checkpoints (its state_dict: Muon's momentum and AdamW's moments),
 distributed state dicts, loss scaling and zero_grad need nothing special. The AdamW part is a
-``torch.optim.AdamW`` (:class:`trainwell.engine.optim.AdamW`, without torch's compile wrappers)
+``torch.optim.AdamW`` (:class:`trainwell.engine.eager_optim.AdamW`, without torch's compile wrappers)
 that shares this optimizer's ``state`` and its param-group dicts.
 """
 
@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from trainwell.engine.machine import cpu_flags
-from trainwell.engine.optim import AdamW, Eager
+from trainwell.engine.eager_optim import AdamW, Eager
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
