@@ -241,7 +241,8 @@ def too_big(what: str) -> str:
 
 
 def simulate(cfg: Config, job: Job, precision: Precision, device: torch.device, *, world_size: int, strategy: str,
-             count_flops: bool, batch: dict[str, torch.Tensor] | None = None) -> tuple[StepMemory, dict[str, torch.Tensor]]:
+             count_flops: bool, batch: dict[str, torch.Tensor] | None = None
+             ) -> tuple[StepMemory, dict[str, torch.Tensor]]:
     if batch is None:
         batch = first_batch(job, world_size)
     step = simulate_step(job.model, job.objective, batch, precision=precision, optim=cfg.optim,
@@ -403,13 +404,13 @@ def admission_plan(plan: Callable[[], Plan], device: torch.device, timeout: floa
     """``plan()``, in a forked copy of this process where that is safe (Linux, CPU, no CUDA yet, and
     ``torch._dynamo`` not imported yet), else here.
 
-    The child runs on one thread: the parent's OpenMP threads do not exist in it (libgomp hangs on a
-    parallel region there). The fake-tensor simulation imports ``torch._dynamo`` (``FakeTensorMode`` reads its config), which
+    The fake-tensor simulation imports ``torch._dynamo`` (``FakeTensorMode`` reads its config), which
     stays resident for the rest of the run: +70 MiB, more than the whole step of a small model
     (bench/RESULTS.md, issue 13, session 16). In a child that memory ends with it; the child shares the
-    parent's pages until it writes them, and it lives for the simulation only. A child that fails,
-    dies or outlives ``timeout`` is killed and the plan is made here instead, so the check itself
-    never changes.
+    parent's pages until it writes them, and it lives for the simulation only. It runs on one thread:
+    the parent's OpenMP threads do not exist in it (libgomp hangs on a parallel region there). A child
+    that fails, dies or outlives ``timeout`` is killed and the plan is made here instead, so the check
+    itself never changes.
     """
     if not can_fork(device):
         return plan()
