@@ -9,7 +9,7 @@ import torch
 from trainwell.config.schema import GPTConfig
 from trainwell.models.gpt import GPT
 from trainwell.objectives.dpo import dpo_loss
-from trainwell.objectives.packing import accepts_packed, pack_pairs, pair_logps
+from trainwell.objectives.packing import ROW_MULTIPLE, accepts_packed, pack_pairs, pair_logps
 from trainwell.objectives.sequence import sequence_logps
 
 
@@ -35,7 +35,8 @@ def test_packed_log_probs_and_gradients_match_the_plain_forward(position, qk):
     model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, context=32, position=position, qk_norm=qk), 40)
     batch = pair_batch(prompts=[5, 1, 9, 3], chosen=[7, 4, 1, 12], rejected=[3, 9, 6, 2])
     packed = pack_pairs(batch["ids"], batch["mask"], batch["lengths"])
-    assert packed is not None and packed.ids.shape == (4, 17)  # 5+7+3, 1+4+9, 9+1+6, 3+12+2 tokens
+    # 5+7+3, 1+4+9, 9+1+6, 3+12+2 tokens: the longest, 17, padded to a multiple of ROW_MULTIPLE
+    assert packed is not None and packed.ids.shape == (4, -(-17 // ROW_MULTIPLE) * ROW_MULTIPLE)
     assert packed.ids.numel() < batch["ids"][:, :-1].numel()
     plain = sequence_logps(model, batch["ids"], batch["mask"])
     grads = torch.autograd.grad(plain.sum(), list(model.parameters()))
