@@ -110,16 +110,14 @@ def test_a_failing_or_hanging_child_falls_back_to_the_parent(forking):
     assert time.monotonic() - start < 30  # killed at the timeout, not waited for
 
 
-def test_an_eager_run_never_imports_dynamo(tmp_path):
+def test_an_eager_run_never_imports_dynamo(tiny, tmp_path):
     """A fresh interpreter (the test workers have imported dynamo): build with the memory check on,
     train, checkpoint, resume, train on; torch._dynamo must not be in sys.modules at the end."""
+    sets = tiny(train__steps=4, eval__every=0, checkpoint__every=2, train__memory_check=True)
     script = textwrap.dedent("""
         import json, sys
         import trainwell
-        sets = ["model.n_layer=1", "model.n_embd=16", "model.n_head=2", "data.context=16", "train.batch_size=4",
-                "train.steps=4", "eval.every=0", "checkpoint.every=2", "log.progress='off'", "log.plots=false",
-                "log.tensorboard=false", "train.precision='fp32'", "train.memory_check=true"]
-        t = trainwell.trainer("default", sets, run_dir=sys.argv[1])
+        t = trainwell.trainer("default", json.loads(sys.argv[2]), run_dir=sys.argv[1])
         planned = t.plan is not None
         t.fit(2)
         t.close()
@@ -128,9 +126,8 @@ def test_an_eager_run_never_imports_dynamo(tmp_path):
         t.close()
         print("RESULT", json.dumps({"planned": planned, "dynamo": "torch._dynamo" in sys.modules}))
     """)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "run")], capture_output=True, text=True,
-                         env=env, timeout=300)
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "run"), json.dumps(sets)], capture_output=True,
+                         text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.split("RESULT ", 1)[1])
     assert result == {"planned": True, "dynamo": False}

@@ -65,9 +65,14 @@ FP32_ATTENTION: contextvars.ContextVar[bool] = contextvars.ContextVar("trainwell
 _FUSED_FIRST = [SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
 
 
+def attention_dtype(q: torch.Tensor) -> torch.dtype:
+    """What :func:`attention` computes in for queries ``q``: fp32 for bf16 where FP32_ATTENTION says so."""
+    return torch.float32 if q.dtype == torch.bfloat16 and FP32_ATTENTION.get() else q.dtype
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kw: object) -> torch.Tensor:
     """``F.scaled_dot_product_attention``, in fp32 where FP32_ATTENTION says so."""
-    if q.dtype != torch.bfloat16 or not FP32_ATTENTION.get():
+    if attention_dtype(q) == q.dtype:
         return F.scaled_dot_product_attention(q, k, v, **kw)
     mask = kw.get("attn_mask")
     if isinstance(mask, torch.Tensor) and mask.is_floating_point():
@@ -164,8 +169,7 @@ class Attention(nn.Module):
             if self.rotary:
                 cos, sin = self.rope_cos[packed.positions].unsqueeze(1), self.rope_sin[packed.positions].unsqueeze(1)
                 q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-            fp32 = q.dtype == torch.bfloat16 and FP32_ATTENTION.get()  # attention() runs in fp32 then
-            y = attention(q, k, v, attn_mask=packed.additive_mask(torch.float32 if fp32 else q.dtype),
+            y = attention(q, k, v, attn_mask=packed.additive_mask(attention_dtype(q)),
                           dropout_p=self.dropout if self.training else 0.0)
         elif cache is None:
             if self.rotary:
